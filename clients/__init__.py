@@ -1,0 +1,1 @@
+"""Client side of fedsim: the cohort ClientApp, local training and DP-SGD."""

@@ -1,0 +1,35 @@
+"""The cohort ClientApp: one Flower message trains (or evaluates) K virtual clients."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from fedsim.clients.worker import worker_state
+from fedsim.protocol import pack_reply, unpack_request
+
+app = ClientApp()
+
+
+def handle_cohort(msg: Message) -> Message:
+    """Unpack a cohort request, run its clients on this worker, reply with K outcomes."""
+    start = time.perf_counter()
+    req = unpack_request(msg.content)
+    outcomes = worker_state(req.scenario_json).run_cohort(req)
+    reply = pack_reply(outcomes, worker=os.getpid(), seconds=time.perf_counter() - start)
+    return Message(reply, reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the cohort's clients."""
+    return handle_cohort(msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the global model on the cohort's clients' held-out data."""
+    return handle_cohort(msg)

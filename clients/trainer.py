@@ -1,0 +1,228 @@
+"""Local training of one virtual client at a time, reusing one model per worker.
+
+A worker (Ray actor) builds the model, its Opacus wrapper and the optimizer once
+and then trains client after client with them: weights are copied in place,
+optimizer state is cleared, and the DP parameters of the client are set on the
+existing DPOptimizer. Wrapping a model anew for every client (what Flower's Opacus
+example does every round) costs more than the training of a small client.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedsim.clients.dp import LocalPlan, local_steps, plan_participation
+from fedsim.config import Scenario
+from fedsim.data import ArrayDataset
+from fedsim.models import build_model
+from fedsim.seeding import derive_seed, numpy_rng, torch_generator
+
+
+class ClientFailure(RuntimeError):
+    """A client failed during training (injected by `faults` or raised by the model)."""
+
+
+@dataclass
+class TrainResult:
+    """What one client's local training produced."""
+
+    state: dict[str, torch.Tensor]
+    num_examples: int
+    train_loss: float
+    steps: int
+    plan: LocalPlan | None  # None without DP
+
+
+def build_global_model(scenario: Scenario, input_shape: tuple[int, ...], classes: int) -> nn.Module:
+    """The initial global model: same weights on every process for the same seed."""
+    torch.manual_seed(derive_seed(scenario.seed, "init-model"))
+    return build_model(
+        scenario.model.name,
+        input_shape=input_shape,
+        num_classes=classes,
+        **scenario.model.options(),
+    )
+
+
+class LocalTrainer:
+    """Trains clients one after the other on a cached model (DP-SGD or plain SGD)."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        dataset: ArrayDataset,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        device: torch.device | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.dataset = dataset
+        self.device = device or torch.device("cpu")
+        self.model = build_global_model(scenario, input_shape, num_classes).to(self.device)
+        self.dp = scenario.dp.mode == "sample"
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        inner = _make_optimizer(scenario, params)
+        self.loss_fn = nn.CrossEntropyLoss()
+        if self.dp:
+            from opacus import GradSampleModule
+            from opacus.optimizers import DPOptimizer
+
+            # Built once per worker; per-client values are set before each client.
+            self.forward_module: nn.Module = GradSampleModule(
+                self.model, batch_first=True, loss_reduction="mean"
+            )
+            self.optimizer: torch.optim.Optimizer = DPOptimizer(
+                inner,
+                noise_multiplier=0.0,
+                max_grad_norm=scenario.dp.max_grad_norm,
+                expected_batch_size=scenario.train.batch_size,
+                loss_reduction="mean",
+                secure_mode=scenario.dp.secure_rng,
+            )
+            self._inner = inner
+        else:
+            self.forward_module = self.model
+            self.optimizer = inner
+            self._inner = inner
+
+    # ----------------------------------------------------------------- weights
+    def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Copy the global weights into the cached model in place."""
+        with torch.no_grad():
+            for name, tensor in self.model.state_dict().items():
+                tensor.copy_(state[name])
+
+    def state_copy(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    # ----------------------------------------------------------------- training
+    def train(
+        self,
+        *,
+        client: int,
+        round: int,
+        indices: np.ndarray,
+        global_state: Mapping[str, torch.Tensor],
+        progress: list[int] | None = None,
+    ) -> TrainResult:
+        """Train one client for one round from the global weights.
+
+        Args:
+            client: virtual client id.
+            round: server round (1-based), part of every seed.
+            indices: the client's training indices into the worker's dataset.
+            global_state: the global model's state dict.
+            progress: if given, progress[0] is kept equal to the steps done so far, so
+                a caller can tell how much privacy a failing client already spent.
+
+        Raises:
+            ClientFailure: an injected fault (scenario `faults.fail_probability`).
+        """
+        sc = self.scenario
+        self.load_state(global_state)
+        self._inner.state.clear()  # momentum / Adam moments belong to one client
+        self.model.train()
+        n = len(indices)
+        gen = torch_generator(sc.seed, "batches", round, client)
+        fail_at = self._fault_step(client, round, n)
+        plan: LocalPlan | None = None
+        sample_rate = 0.0
+        if self.dp:
+            plan = plan_participation(sc, n)
+            steps = plan.steps
+            sample_rate = plan.sample_rate
+            self._configure_dp(plan, n, client, round)
+        else:
+            steps = local_steps(sc, n)
+        idx_t = torch.as_tensor(indices, dtype=torch.long)
+        losses: list[float] = []
+        order = torch.empty(0, dtype=torch.long)
+        cursor = 0
+        bs = sc.train.batch_size
+        for step in range(steps):
+            if fail_at is not None and step == fail_at:
+                raise ClientFailure(f"injected failure of client {client} at step {step}")
+            if self.dp:
+                # Poisson sampling: each example joins the batch independently with
+                # probability q, the sampling the accountant assumes.
+                mask = torch.rand(n, generator=gen) < sample_rate
+                batch_idx = idx_t[mask]
+            else:
+                if cursor >= len(order):
+                    order = idx_t[torch.randperm(n, generator=gen)]
+                    cursor = 0
+                batch_idx = order[cursor : cursor + bs]
+                cursor += bs
+            loss = self._step(batch_idx)
+            if loss is not None:
+                losses.append(loss)
+            if progress is not None:
+                progress[0] = step + 1
+        return TrainResult(
+            state=self.state_copy(),
+            num_examples=n,
+            train_loss=float(np.mean(losses)) if losses else float("nan"),
+            steps=steps,
+            plan=plan,
+        )
+
+    def _step(self, batch_idx: torch.Tensor) -> float | None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if len(batch_idx) == 0:
+            # An empty Poisson batch is still a step of the mechanism: the noise is
+            # added to a zero sum, as the accountant counts it.
+            for p in self.model.parameters():
+                if p.requires_grad:
+                    p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
+            self.optimizer.step()
+            return None
+        x, y = self.dataset.batch(batch_idx)
+        x, y = x.to(self.device), y.to(self.device)
+        loss = self.loss_fn(self.forward_module(x), y)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def _configure_dp(self, plan: LocalPlan, shard_len: int, client: int, round: int) -> None:
+        opt = self.optimizer
+        opt.noise_multiplier = plan.noise_multiplier  # type: ignore[attr-defined]
+        opt.max_grad_norm = plan.max_grad_norm  # type: ignore[attr-defined]
+        # Mean over the *expected* Poisson batch q * n = min(n, batch_size), as
+        # Opacus' DPDataLoader does; dividing by the realised size would leak it.
+        opt.expected_batch_size = max(  # type: ignore[attr-defined]
+            1, min(shard_len, self.scenario.train.batch_size)
+        )
+        if self.scenario.dp.secure_rng:
+            # Fresh OS entropy per participation (torchcsprng has no build for this
+            # Python/torch); Opacus' secure_mode adds its floating-point mitigation.
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1))
+            opt.generator = gen  # type: ignore[attr-defined]
+        else:
+            # Seeded noise: reproducible experiments; the audit states it.
+            opt.generator = torch_generator(  # type: ignore[attr-defined]
+                self.scenario.seed, "noise", round, client
+            )
+
+    def _fault_step(self, client: int, round: int, n: int) -> int | None:
+        p = self.scenario.faults.fail_probability
+        if p <= 0.0:
+            return None
+        rng = numpy_rng(self.scenario.seed, "fault", round, client)
+        if rng.random() >= p:
+            return None
+        steps = local_steps(self.scenario, n)
+        return steps // 2  # mid-training: some privacy already spent
+
+
+def _make_optimizer(scenario: Scenario, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    tr = scenario.train
+    if tr.optimizer == "adam":
+        return torch.optim.Adam(params, lr=tr.lr)
+    return torch.optim.SGD(params, lr=tr.lr, momentum=tr.momentum)

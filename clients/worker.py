@@ -1,0 +1,135 @@
+"""Per-process state of a Ray worker: scenario, dataset, shards and trainer, built once.
+
+Ray actors live across rounds, so this cache survives between messages: the data
+set is loaded and partitioned once per process, and the model with its Opacus
+wrapper is built once and reused for every client the worker trains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, MetricRecord
+
+from fedsim.clients.evaluate import evaluate
+from fedsim.clients.trainer import ClientFailure, LocalTrainer
+from fedsim.config import Scenario
+from fedsim.data import DatasetBundle, load_dataset
+from fedsim.protocol import ClientOutcome, CohortRequest
+from fedsim.shards import Shards, build_shards
+
+
+class WorkerState:
+    """Everything a worker process reuses across cohorts of one scenario."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        torch.set_num_threads(scenario.backend.threads_per_worker)
+        use_gpu = scenario.backend.gpus_per_worker > 0 and torch.cuda.is_available()
+        self.device = torch.device("cuda" if use_gpu else "cpu")
+        self.bundle: DatasetBundle = load_scenario_data(scenario)
+        self.shards: Shards = build_shards(scenario, self.bundle)
+        self.trainer = LocalTrainer(
+            scenario,
+            self.bundle.train,
+            self.bundle.input_shape,
+            self.bundle.num_classes,
+            device=self.device,
+        )
+
+    def run_cohort(self, req: CohortRequest) -> list[ClientOutcome]:
+        """Run every client of a cohort; one client's failure does not stop the others."""
+        states: dict[int, dict[str, torch.Tensor]] = {}
+        outcomes = []
+        for pos, client in enumerate(req.clients):
+            j = req.content_of[pos]
+            if j not in states:  # convert the shared global model once per cohort
+                states[j] = req.contents[j]["arrays"].to_torch_state_dict()
+            if req.kind == "train":
+                outcomes.append(self._train(client, req.round, states[j]))
+            else:
+                outcomes.append(self._evaluate(client, states[j]))
+        return outcomes
+
+    def _train(self, client: int, round: int, state: dict[str, torch.Tensor]) -> ClientOutcome:
+        indices = self.shards.train[client]
+        progress = [0]
+        try:
+            res = self.trainer.train(
+                client=client, round=round, indices=indices, global_state=state, progress=progress
+            )
+        except Exception as exc:  # noqa: BLE001 - a client's failure is data, not a crash
+            out = ClientOutcome(client=client, error=_describe(exc))
+            out.steps_before_error = progress[0]
+            if self.trainer.dp:
+                out.privacy = self._privacy(len(indices), progress[0])
+            return out
+        return ClientOutcome(
+            client=client,
+            arrays=ArrayRecord(res.state),
+            metrics=MetricRecord({"num-examples": res.num_examples, "train_loss": res.train_loss}),
+            privacy=self._privacy(len(indices), res.steps) if self.trainer.dp else None,
+        )
+
+    def _privacy(self, shard_len: int, steps: int) -> dict[str, float | int]:
+        from fedsim.clients.dp import plan_participation
+
+        plan = plan_participation(self.scenario, shard_len)
+        return {
+            "noise_multiplier": plan.noise_multiplier,
+            "sample_rate": plan.sample_rate,
+            "steps": int(steps),
+            "max_grad_norm": plan.max_grad_norm,
+            "delta": plan.delta,
+        }
+
+    def _evaluate(self, client: int, state: dict[str, torch.Tensor]) -> ClientOutcome:
+        self.trainer.load_state(state)
+        res = evaluate(
+            self.trainer.model,
+            self.bundle.train,
+            self.shards.holdout[client],
+            batch_size=self.scenario.evaluation.batch_size,
+            device=self.device,
+        )
+        metrics = {"num-examples": res.num_examples, "loss": res.loss, "accuracy": res.accuracy}
+        return ClientOutcome(client=client, metrics=MetricRecord(metrics))
+
+
+def load_scenario_data(scenario: Scenario) -> DatasetBundle:
+    """The scenario's dataset (cached per process by fedsim.data)."""
+    return load_dataset(
+        scenario.data.name,
+        seed=scenario.seed,
+        **scenario.data.loader_options(scenario.population),
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ClientFailure):
+        return str(exc)
+    last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" at {os.path.basename(last[0].filename)}:{last[0].lineno}" if last else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+_STATE: dict[str, WorkerState] = {}
+
+
+def worker_state(scenario_json: str) -> WorkerState:
+    """The cached state for a scenario, built on first use in this process."""
+    state = _STATE.get(scenario_json)
+    if state is None:
+        _STATE.clear()  # one scenario per worker at a time: free the previous one
+        state = WorkerState(Scenario.model_validate(json.loads(scenario_json)))
+        _STATE[scenario_json] = state
+    return state
+
+
+def shard_sizes(scenario: Scenario) -> np.ndarray:
+    """Training shard size of every client (used by the server's plan checks)."""
+    return build_shards(scenario, load_scenario_data(scenario)).sizes()

@@ -1,0 +1,129 @@
+"""The `fedsim` command line.
+
+Exit codes: 0 success, 1 the run failed while running, 2 bad input (scenario,
+run directory, unreachable cluster) detected before anything started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedsim",
+        description="Federated learning with differential privacy, simulated on Flower + Ray.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run_p = sub.add_parser("run", help="run a scenario and write its run directory")
+    run_p.add_argument("scenario", type=Path, help="scenario TOML file")
+    run_p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a scenario value, e.g. --set dp.noise_multiplier=1.2 (repeatable)",
+    )
+    run_p.add_argument("--out", type=Path, default=None, help="run directory (default runs/NAME)")
+    run_p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    run_p.add_argument("--quiet", action="store_true", help="no live progress display")
+    run_p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+    check_p = sub.add_parser("check", help="validate a scenario without running it")
+    check_p.add_argument("scenario", type=Path)
+    check_p.add_argument("--set", dest="overrides", action="append", default=[])
+    check_p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `fedsim` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=True)
+    handlers = {"run": _cmd_run, "check": _cmd_check}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - turned into a message and an exit code
+        if args.debug:
+            raise
+        code = EXIT_BAD_INPUT if _is_bad_input(exc) else EXIT_FAILED
+        label = "error" if code == EXIT_BAD_INPUT else "run failed"
+        console.print(f"[bold red]{label}:[/bold red] {exc}", highlight=False, markup=False)
+        if code == EXIT_FAILED:
+            console.print("(run again with --debug for the traceback)")
+        return code
+
+
+def _is_bad_input(exc: BaseException) -> bool:
+    from fedsim.config import ScenarioError
+    from fedsim.rundir import RunDirError
+
+    if isinstance(exc, ScenarioError | RunDirError):
+        return True
+    from fedsim.simulation import SimulationError
+
+    return isinstance(exc, SimulationError) and "cannot reach" in str(exc)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from fedsim.config import Scenario
+
+    scenario = Scenario.from_toml(args.scenario, overrides=args.overrides)
+    print(scenario.to_toml(), end="")
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from fedsim.config import Scenario
+
+    # Validate everything before importing Flower/Ray or starting anything.
+    scenario = Scenario.from_toml(args.scenario, overrides=args.overrides)
+    from fedsim.simulation import run
+
+    result = run(scenario, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    Console().print(results_table([(scenario.name, result.summary)]))
+    Console().print(f"run directory: {result.run_dir}")
+    return EXIT_OK
+
+
+def results_table(rows: list[tuple[str, dict[str, Any]]]) -> Table:
+    """A results table: scenario, accuracy, loss, epsilon (max over clients), wall time."""
+    table = Table(title="fedsim results")
+    for col in ("scenario", "rounds", "accuracy", "loss", "epsilon max (median)", "delta", "wall s"):
+        table.add_column(col, justify="right" if col != "scenario" else "left")
+    for name, s in rows:
+        eps = s.get("epsilon")
+        eps_text = f"{eps['max']:.2f} ({eps['median']:.2f})" if eps else "off"
+        table.add_row(
+            name,
+            str(s.get("rounds")),
+            _fmt(s.get("accuracy")),
+            _fmt(s.get("loss")),
+            eps_text,
+            f"{s['delta']:g}" if s.get("delta") else "-",
+            f"{s.get('wall_seconds', 0):.1f}",
+        )
+    return table
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""Scenario: the whole description of one simulation, validated before anything starts.
+
+A scenario is a TOML file (see scenarios/*.toml) loaded into pydantic models that
+forbid unknown keys. Every problem is collected into one `ScenarioError` that names
+each bad field, its value and what is allowed, so a user fixes a file in one pass.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot run; `problems` holds one line per bad field."""
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid scenario{where} ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo must never silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SamplingConfig(_Section):
+    """Which clients train each round (the strategy samples them, fixed-size)."""
+
+    clients_per_round: int | None = Field(None, ge=1, description="exact cohort size")
+    fraction: float | None = Field(None, gt=0.0, le=1.0, description="share of the population")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SamplingConfig:
+        if self.clients_per_round is not None and self.fraction is not None:
+            raise ValueError("give either clients_per_round or fraction, not both")
+        return self
+
+
+class ShakespeareOptions(_Section):
+    seq_len: int = Field(80, ge=1, le=1000)
+    min_samples: int = Field(100, ge=1)
+    max_samples_per_role: int | None = Field(2000, ge=1)
+    max_roles: int | None = Field(None, ge=1)
+
+
+class SyntheticOptions(_Section):
+    alpha: float = Field(1.0, ge=0.0, description="model heterogeneity across clients")
+    beta: float = Field(1.0, ge=0.0, description="feature heterogeneity across clients")
+    dim: int = Field(60, ge=1)
+    num_classes: int = Field(10, ge=2)
+    min_samples: int = Field(50, ge=2)
+
+
+class DataConfig(_Section):
+    name: Literal["digits", "shakespeare", "synthetic"] = "digits"
+    partition: Literal["iid", "dirichlet", "natural"] = "iid"
+    alpha: float = Field(0.5, gt=0.0, description="Dirichlet concentration (dirichlet only)")
+    min_partition_size: int = Field(2, ge=1, description="fewest samples a client may get")
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    shakespeare: ShakespeareOptions = ShakespeareOptions()
+    synthetic: SyntheticOptions = SyntheticOptions()
+
+    def loader_options(self, population: int) -> dict[str, Any]:
+        """Keyword options for `fedsim.data.load_dataset` (without the seed)."""
+        if self.name == "shakespeare":
+            return {"test_fraction": self.test_fraction, **self.shakespeare.model_dump()}
+        if self.name == "synthetic":
+            return {
+                "test_fraction": self.test_fraction,
+                "num_clients": population,
+                **self.synthetic.model_dump(),
+            }
+        return {"test_fraction": self.test_fraction}
+
+
+class ModelConfig(BaseModel):
+    """`name` picks a model from fedsim.models; the other keys are its options."""
+
+    # Extra keys are the model's own options; build_model rejects unknown ones.
+    model_config = ConfigDict(extra="allow")
+    name: str = "cnn"
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TrainConfig(_Section):
+    """Local training on each client."""
+
+    epochs: int = Field(1, ge=1, le=1000)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(0.1, gt=0.0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    max_steps: int | None = Field(
+        None, ge=1, description="cap on local steps per round (large shards)"
+    )
+
+
+class StrategyConfig(_Section):
+    name: Literal["fedavg"] = "fedavg"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DPConfig(_Section):
+    """Differential privacy. 'sample' = DP-SGD on every client (example-level DP)."""
+
+    mode: Literal["off", "sample"] = "off"
+    noise_multiplier: float | None = Field(None, ge=0.0)
+    target_epsilon: float | None = Field(None, gt=0.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    delta: float = Field(1e-5, gt=0.0, lt=1.0)
+    accountant: Literal["rdp", "prv", "gdp"] = "rdp"
+    secure_rng: bool = False
+
+    @model_validator(mode="after")
+    def _noise_source(self) -> DPConfig:
+        if self.mode == "off":
+            return self
+        if self.noise_multiplier is not None and self.target_epsilon is not None:
+            raise ValueError("give either noise_multiplier or target_epsilon, not both")
+        if self.noise_multiplier is None and self.target_epsilon is None:
+            raise ValueError(f"dp.mode = {self.mode!r} needs noise_multiplier or target_epsilon")
+        return self
+
+
+class BackendConfig(_Section):
+    """Where clients run: Ray workers (actors) started by Flower's simulation engine."""
+
+    workers: int = Field(2, ge=1, le=1024)
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    gpus_per_worker: float = Field(0.0, ge=0.0)
+    clients_per_message: int | Literal["auto"] = "auto"
+    ray_address: str | None = None
+    round_timeout: float = Field(3600.0, gt=0.0, description="seconds to wait for a round")
+    connect_timeout: float = Field(30.0, gt=0.0, description="seconds to reach a Ray cluster")
+    threads_per_worker: int = Field(1, ge=1, description="torch threads in each worker")
+
+    @model_validator(mode="after")
+    def _k(self) -> BackendConfig:
+        if isinstance(self.clients_per_message, int) and self.clients_per_message < 1:
+            raise ValueError("clients_per_message must be 'auto' or an integer >= 1")
+        return self
+
+
+class EvaluationConfig(_Section):
+    every: int = Field(1, ge=0, description="central evaluation every N rounds (0 = never)")
+    federated_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    client_holdout: float = Field(
+        0.2, gt=0.0, lt=1.0, description="share of each shard held out for federated eval"
+    )
+    batch_size: int = Field(256, ge=1)
+    max_test_samples: int | None = Field(
+        None, ge=1, description="evaluate on a seeded subset of the test set (large sets)"
+    )
+
+
+class FaultsConfig(_Section):
+    """Injected client failures, seeded per (round, client)."""
+
+    fail_probability: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class Scenario(_Section):
+    """One simulation. Load with `Scenario.from_toml(path)`."""
+
+    name: str = "scenario"
+    seed: int = Field(0, ge=0)
+    rounds: int = Field(3, ge=1, le=100_000)
+    population: int = Field(10, ge=1, le=10_000_000)
+    sampling: SamplingConfig = SamplingConfig()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    dp: DPConfig = DPConfig()
+    backend: BackendConfig = BackendConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    faults: FaultsConfig = FaultsConfig()
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def clients_per_round(self) -> int:
+        """Cohort size the strategy samples each round."""
+        if self.sampling.clients_per_round is not None:
+            return self.sampling.clients_per_round
+        fraction = 1.0 if self.sampling.fraction is None else self.sampling.fraction
+        return max(1, int(math.floor(self.population * fraction + 1e-9)))
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_toml(cls, path: str | Path, overrides: list[str] | None = None) -> Scenario:
+        """Read a scenario file, apply `key.path=value` overrides and validate.
+
+        Raises:
+            ScenarioError: unreadable file, bad TOML, or any invalid field.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ScenarioError([f"cannot read scenario file: {exc.strerror}"], str(path)) from exc
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ScenarioError([f"not valid TOML: {exc}"], str(path)) from exc
+        return cls.from_dict(raw, overrides=overrides, source=str(path))
+
+    @classmethod
+    def from_dict(
+        cls,
+        raw: dict[str, Any],
+        overrides: list[str] | None = None,
+        source: str | None = None,
+    ) -> Scenario:
+        """Validate a scenario given as a dict (the TOML structure)."""
+        if not isinstance(raw, dict):
+            raise ScenarioError([f"a scenario must be a table, got {type(raw).__name__}"], source)
+        data = json.loads(json.dumps(raw))  # deep copy: never mutate the caller's dict
+        problems: list[str] = []
+        for item in overrides or []:
+            try:
+                apply_override(data, item)
+            except ValueError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ScenarioError(problems, source)
+        try:
+            scenario = cls.model_validate(data)
+        except ValidationError as exc:
+            raise ScenarioError(_describe(exc), source) from None
+        problems = scenario.cross_check()
+        if problems:
+            raise ScenarioError(problems, source)
+        return scenario
+
+    def cross_check(self) -> list[str]:
+        """Checks that involve several fields (pydantic checks each field alone)."""
+        problems: list[str] = []
+        if self.clients_per_round > self.population:
+            problems.append(
+                f"sampling.clients_per_round = {self.clients_per_round}: more than the "
+                f"population ({self.population}); allowed 1..{self.population}"
+            )
+        if self.data.partition == "natural" and self.data.name == "digits":
+            problems.append(
+                "data.partition = 'natural': digits has no natural clients; "
+                "allowed for digits: 'iid', 'dirichlet'"
+            )
+        if self.data.name == "shakespeare" and self.model.name != "char_lstm":
+            problems.append(
+                f"model.name = {self.model.name!r}: shakespeare needs a sequence model; "
+                "allowed: 'char_lstm'"
+            )
+        if self.data.name != "shakespeare" and self.model.name == "char_lstm":
+            problems.append(
+                f"model.name = 'char_lstm': needs text data; data.name = {self.data.name!r}"
+            )
+        problems.extend(self._check_model())
+        return problems
+
+    def _check_model(self) -> list[str]:
+        # Build the model once on the CPU so a bad option or a layer Opacus cannot
+        # privatise is reported now, not inside a Ray worker minutes later.
+        from fedsim.models import ModelError, build_model, check_private
+
+        shape, classes = _model_io(self)
+        try:
+            model = build_model(
+                self.model.name, input_shape=shape, num_classes=classes, **self.model.options()
+            )
+            if self.dp.mode != "off":
+                check_private(model)
+        except ModelError as exc:
+            return [f"model: {exc}"]
+        return []
+
+    def to_toml(self) -> str:
+        """The resolved scenario as TOML (every default written out)."""
+        return dumps_toml(self.model_dump(mode="json", exclude_none=True))
+
+    def fingerprint(self) -> str:
+        """Stable JSON of the resolved scenario (what workers cache on)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+def _model_io(scenario: Scenario) -> tuple[tuple[int, ...], int]:
+    """Input shape and class count of the scenario's data, without loading it."""
+    if scenario.data.name == "digits":
+        return (1, 8, 8), 10
+    if scenario.data.name == "shakespeare":
+        from fedsim.data.shakespeare import VOCAB_SIZE
+
+        return (scenario.data.shakespeare.seq_len,), VOCAB_SIZE
+    syn = scenario.data.synthetic
+    return (syn.dim,), syn.num_classes
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        value = err.get("input")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{loc}: unknown key (value {value!r}); remove it or check spelling")
+        elif err["type"] == "missing":
+            problems.append(f"{loc}: required")
+        else:
+            shown = value if not isinstance(value, dict) else "{...}"
+            problems.append(f"{loc or '(top level)'} = {shown!r}: {msg}")
+    return problems
+
+
+def parse_value(text: str) -> Any:
+    """Parse the value of a `--set key=value` the way TOML would, else as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Apply one `dotted.key=value` override to a nested dict in place.
+
+    Raises:
+        ValueError: the item has no '=' or walks through a non-table.
+    """
+    if "=" not in item:
+        raise ValueError(f"--set {item!r}: expected key.path=value")
+    key, _, text = item.partition("=")
+    parts = [p.strip() for p in key.strip().split(".")]
+    if not all(parts):
+        raise ValueError(f"--set {item!r}: empty key")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"--set {item!r}: {part!r} is a value, not a table")
+        node = child
+    node[parts[-1]] = parse_value(text.strip())
+
+
+def dumps_toml(data: dict[str, Any]) -> str:
+    """Write a nested dict of TOML-compatible values as TOML text."""
+    lines: list[str] = []
+    _emit_table(data, [], lines)
+    return "\n".join(lines).strip() + "\n"
+
+
+def _emit_table(table: dict[str, Any], prefix: list[str], lines: list[str]) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
+    if prefix and (scalars or not tables):
+        lines.append(f"\n[{'.'.join(prefix)}]")
+    for key, value in scalars.items():
+        lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in tables.items():
+        _emit_table(value, [*prefix, key], lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        if isinstance(value, float) and math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")

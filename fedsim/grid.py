@@ -1,0 +1,226 @@
+"""VirtualClientGrid: Flower strategies see clients, Ray workers see cohorts.
+
+Flower's simulation engine costs a Ray task, serialisation and polling per message.
+This grid keeps Flower's strategies unchanged and changes what a node is: the
+strategy addresses one node per virtual client; the grid packs the messages of a
+round into one message per cohort of K clients for a real supernode, and unpacks
+each cohort reply into one `Message(reply_to=original)` per client.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from flwr.app import Error, Message, RecordDict
+from flwr.serverapp import Grid
+
+from fedsim.protocol import ClientOutcome, pack_request, unpack_reply
+
+# Error code Flower uses for an exception raised inside a ClientApp.
+CLIENT_ERROR_CODE = 3
+
+
+@dataclass
+class RoundReport:
+    """What the grid saw in one send_and_receive, for the ledger and the metrics."""
+
+    kind: str
+    round: int
+    outcomes: list[ClientOutcome]
+    cohorts: int
+    cohort_errors: list[str]
+
+
+def cohort_size(n_clients: int, workers: int, setting: int | str) -> int:
+    """K: clients per message. 'auto' gives each worker one cohort per round."""
+    if setting != "auto":
+        return max(1, int(setting))
+    return max(1, math.ceil(n_clients / max(1, workers)))
+
+
+class VirtualClientGrid(Grid):
+    """A Grid whose nodes are virtual clients, batched onto the nodes of `inner`.
+
+    Args:
+        inner: the real grid of Flower's simulation engine.
+        population: number of virtual clients; their node ids are 0..population-1.
+        workers: number of Ray workers (for automatic K).
+        clients_per_message: K, or "auto".
+        scenario_json: the resolved scenario, sent with each cohort so workers can
+            build (and cache) everything from it.
+        available: optional callable giving the clients that may be sampled now
+            (e.g. those within their privacy budget); default all.
+        poll_interval: seconds between polls for cohort replies.
+    """
+
+    def __init__(
+        self,
+        inner: Grid,
+        *,
+        population: int,
+        workers: int,
+        clients_per_message: int | str,
+        scenario_json: str,
+        available: Callable[[], Sequence[int]] | None = None,
+        poll_interval: float = 0.005,
+    ) -> None:
+        self.inner = inner
+        self.population = population
+        self.workers = workers
+        self.clients_per_message = clients_per_message
+        self.scenario_json = scenario_json
+        self.available = available
+        self.poll_interval = poll_interval
+        self.current_round = 0
+        self.reports: list[RoundReport] = []
+        self._pending: dict[str, Message] = {}
+        self._replies: dict[str, Message] = {}
+
+    # ------------------------------------------------------------ Grid basics
+    def set_run(self, run) -> None:  # type: ignore[no-untyped-def]
+        self.inner.set_run(run)
+
+    @property
+    def run(self):  # type: ignore[no-untyped-def]
+        return self.inner.run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> list[int]:
+        """Virtual client ids that may be sampled, in ascending order."""
+        if self.available is not None:
+            return sorted(int(c) for c in self.available())
+        return list(range(self.population))
+
+    def real_node_ids(self) -> list[int]:
+        return sorted(self.inner.get_node_ids())
+
+    # ------------------------------------------------------------ messaging
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        """Register messages; they are sent as cohorts by `pull_messages`/`send_and_receive`."""
+        ids = []
+        for msg in messages:
+            msg_id = str(uuid.uuid4())
+            msg.metadata.__dict__["_message_id"] = msg_id
+            self._pending[msg_id] = msg
+            ids.append(msg_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        wanted = [m for m in message_ids]
+        to_send = [self._pending.pop(m) for m in wanted if m in self._pending]
+        if to_send:
+            for reply in self._exchange(to_send, timeout=None):
+                self._replies[reply.metadata.reply_to_message_id] = reply
+        return [self._replies.pop(m) for m in wanted if m in self._replies]
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> list[Message]:
+        """Send the messages as cohorts and return one reply per message, by client id."""
+        msgs = list(messages)
+        for msg in msgs:
+            msg.metadata.__dict__["_message_id"] = str(uuid.uuid4())
+        return self._exchange(msgs, timeout=timeout)
+
+    def _exchange(self, msgs: list[Message], timeout: float | None) -> list[Message]:
+        if not msgs:
+            self.reports.append(RoundReport("none", self.current_round, [], 0, []))
+            return []
+        # Fixed order by client id: the strategy then sums updates in the same order
+        # whatever K, worker count or scheduling, so results are bit-identical.
+        msgs.sort(key=lambda m: m.metadata.dst_node_id)
+        kind = "train" if msgs[0].metadata.message_type.startswith("train") else "evaluate"
+        k = cohort_size(len(msgs), self.workers, self.clients_per_message)
+        cohorts = [msgs[i : i + k] for i in range(0, len(msgs), k)]
+        nodes = self.real_node_ids()
+        if len(cohorts) > len(nodes):
+            raise RuntimeError(
+                f"{len(cohorts)} cohorts but only {len(nodes)} supernodes; "
+                "the simulation was started with too few supernodes"
+            )
+        outgoing = []
+        for cohort, node in zip(cohorts, nodes, strict=False):
+            content = pack_request(
+                round=self.current_round,
+                kind=kind,
+                scenario_json=self.scenario_json,
+                clients=[m.metadata.dst_node_id for m in cohort],
+                contents=[m.content for m in cohort],
+            )
+            outgoing.append(
+                Message(content, node, cohorts_message_type(cohort[0]), group_id=str(self.current_round))
+            )
+        sent_ids = list(self.inner.push_messages(outgoing))
+        by_id = dict(zip(sent_ids, cohorts, strict=True))
+        replies = self._collect(set(sent_ids), timeout)
+        return self._unpack(kind, by_id, replies, len(cohorts))
+
+    def _collect(self, ids: set[str], timeout: float | None) -> dict[str, Message]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        got: dict[str, Message] = {}
+        while ids:
+            for reply in self.inner.pull_messages(ids):
+                got[reply.metadata.reply_to_message_id] = reply
+                ids.discard(reply.metadata.reply_to_message_id)
+            if not ids or (deadline is not None and time.monotonic() > deadline):
+                break
+            time.sleep(self.poll_interval)
+        return got
+
+    def _unpack(
+        self,
+        kind: str,
+        by_id: dict[str, list[Message]],
+        replies: dict[str, Message],
+        n_cohorts: int,
+    ) -> list[Message]:
+        out: list[Message] = []
+        outcomes: list[ClientOutcome] = []
+        cohort_errors: list[str] = []
+        for cohort_id, cohort in by_id.items():
+            reply = replies.get(cohort_id)
+            if reply is None or reply.has_error():
+                reason = "no reply before the round timeout" if reply is None else reply.error.reason
+                cohort_errors.append(reason)
+                for msg in cohort:
+                    cid = int(msg.metadata.dst_node_id)
+                    outcomes.append(ClientOutcome(client=cid, error=f"cohort failed: {reason}"))
+                    out.append(Message(Error(code=CLIENT_ERROR_CODE, reason=reason), reply_to=msg))
+                continue
+            client_outcomes, _ = unpack_reply(reply.content)
+            by_client = {o.client: o for o in client_outcomes}
+            for msg in cohort:
+                cid = int(msg.metadata.dst_node_id)
+                o = by_client.get(cid) or ClientOutcome(client=cid, error="missing from reply")
+                outcomes.append(o)
+                if o.error is not None:
+                    out.append(Message(Error(code=CLIENT_ERROR_CODE, reason=o.error), reply_to=msg))
+                    continue
+                content = RecordDict()
+                if o.arrays is not None:
+                    content["arrays"] = o.arrays
+                if o.metrics is not None:
+                    content["metrics"] = o.metrics
+                out.append(Message(content, reply_to=msg))
+        outcomes.sort(key=lambda o: o.client)
+        out.sort(key=lambda m: m.metadata.src_node_id)
+        self.reports.append(RoundReport(kind, self.current_round, outcomes, n_cohorts, cohort_errors))
+        return out
+
+
+def cohorts_message_type(msg: Message) -> str:
+    """A cohort is routed like its clients' messages (train / evaluate)."""
+    return msg.metadata.message_type

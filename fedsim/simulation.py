@@ -1,0 +1,384 @@
+"""`fedsim.run(scenario)`: a Flower ServerApp + ClientApp run on Flower's Ray engine.
+
+The ServerApp drives Flower's own strategy round by round (the loop of
+`Strategy.start`, with fedsim's bookkeeping between the steps) over a
+`VirtualClientGrid`; the ClientApp is the cohort trainer in fedsim.clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import random
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+import fedsim
+from fedsim.clients.dp import plan_participation
+from fedsim.clients.evaluate import evaluate
+from fedsim.clients.trainer import build_global_model
+from fedsim.clients.worker import load_scenario_data
+from fedsim.config import Scenario, ScenarioError
+from fedsim.grid import RoundReport, VirtualClientGrid, cohort_size
+from fedsim.privacy import PrivacyEvent, PrivacyLedger
+from fedsim.progress import RunProgress
+from fedsim.rundir import JsonLines, RunDir
+from fedsim.seeding import derive_seed, numpy_rng
+from fedsim.shards import build_shards
+from fedsim.strategies import build_strategy
+
+
+@dataclass
+class RunResult:
+    """What `fedsim.run` returns: where the files are, and the main numbers."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    state_dict: dict[str, torch.Tensor] = field(repr=False)
+
+
+class SimulationError(RuntimeError):
+    """The simulation could not start or finish (Ray unreachable, no clients left...)."""
+
+
+def run(
+    scenario: Scenario,
+    out: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> RunResult:
+    """Run a scenario end to end and write its run directory.
+
+    Args:
+        scenario: a validated Scenario (see `Scenario.from_toml`).
+        out: run directory; default `runs/<scenario name>`.
+        overwrite: replace an existing run directory.
+        progress: show a live progress display on the terminal.
+
+    Returns:
+        RunResult with the run directory, summary, per-round metrics and final weights.
+
+    Raises:
+        RunDirError: the run directory exists or is not writable.
+        SimulationError: the Ray cluster named in the scenario cannot be reached.
+    """
+    rundir = RunDir(out if out is not None else Path("runs") / scenario.name)
+    _check_ray_address(scenario)
+    rundir.create(overwrite=overwrite)
+    rundir.write_text(rundir.scenario, scenario.to_toml())
+    state = _ServerState(scenario, rundir, RunProgress(scenario, enabled=progress))
+    started = time.perf_counter()
+    try:
+        _simulate(scenario, state)
+    finally:
+        state.close()
+    wall = time.perf_counter() - started
+    if state.error is not None:
+        raise state.error
+    summary = state.summary(wall)
+    rundir.write_json(rundir.summary, summary)
+    rundir.save_model(state.final_state)
+    from fedsim.plots import plot_run
+
+    plot_run(state.metrics, rundir.plots)
+    return RunResult(rundir.path, summary, state.metrics, state.final_state)
+
+
+# --------------------------------------------------------------------------- server
+
+
+class _ServerState:
+    """Everything the ServerApp thread writes, readable after the run."""
+
+    def __init__(self, scenario: Scenario, rundir: RunDir, progress: RunProgress) -> None:
+        self.scenario = scenario
+        self.rundir = rundir
+        self.progress = progress
+        self.metrics: list[dict[str, Any]] = []
+        self.metrics_file = JsonLines(rundir.metrics)
+        dp = scenario.dp
+        self.ledger: PrivacyLedger | None = (
+            PrivacyLedger(rundir.ledger, delta=dp.delta, accountant=dp.accountant)
+            if dp.mode == "sample"
+            else None
+        )
+        self.final_state: dict[str, torch.Tensor] = {}
+        self.error: BaseException | None = None
+        self.mismatches = 0
+
+    def close(self) -> None:
+        self.metrics_file.close()
+        if self.ledger is not None:
+            self.ledger.close()
+        self.progress.stop()
+
+    def summary(self, wall: float) -> dict[str, Any]:
+        sc = self.scenario
+        evaluated = [m for m in self.metrics if m.get("accuracy") is not None]
+        last = evaluated[-1] if evaluated else {}
+        eps = self.ledger.summary(sc.population) if self.ledger is not None else None
+        return {
+            "scenario": sc.name,
+            "rounds": len(self.metrics),
+            "accuracy": last.get("accuracy"),
+            "loss": last.get("loss"),
+            "epsilon": eps,
+            "delta": sc.dp.delta if sc.dp.mode != "off" else None,
+            "dp_mode": sc.dp.mode,
+            "accountant": sc.dp.accountant if sc.dp.mode != "off" else None,
+            "noise_rng": ("os-entropy" if sc.dp.secure_rng else "seeded")
+            if sc.dp.mode != "off"
+            else None,
+            "clients_trained": sum(m["clients_trained"] for m in self.metrics),
+            "clients_failed": sum(m["clients_failed"] for m in self.metrics),
+            "ledger_mismatches": self.mismatches,
+            "population": sc.population,
+            "clients_per_round": sc.clients_per_round,
+            "wall_seconds": round(wall, 3),
+            "versions": versions(),
+        }
+
+
+def _simulate(scenario: Scenario, state: _ServerState) -> None:
+    from flwr.simulation import run_simulation
+
+    from fedsim.clients.app import app as client_app
+
+    server_app = ServerApp()
+
+    @server_app.main()
+    def _main(grid: Grid, context: Context) -> None:
+        try:
+            _server_loop(grid, scenario, state)
+        except BaseException as exc:  # surfaced to the caller after Ray shuts down
+            state.error = exc
+            raise
+
+    flwr_logger = logging.getLogger("flwr")
+    old_level = flwr_logger.level
+    flwr_logger.setLevel(logging.WARNING)  # fedsim shows its own progress
+    try:
+        run_simulation(
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=num_supernodes(scenario),
+            backend_name="ray",
+            backend_config=backend_config(scenario),
+        )
+    except Exception as exc:
+        if state.error is None:
+            state.error = exc
+    finally:
+        flwr_logger.setLevel(old_level)
+
+
+def num_supernodes(scenario: Scenario) -> int:
+    """Supernodes needed so that every cohort of a round has its own node.
+
+    Flower's engine hands out one message per node per 0.1 s tick, so two cohorts
+    on one node would wait for each other.
+    """
+    b = scenario.backend
+    m = scenario.clients_per_round
+    needed = math.ceil(m / cohort_size(m, b.workers, b.clients_per_message))
+    frac = scenario.evaluation.federated_fraction
+    if frac > 0:
+        e = max(1, int(scenario.population * frac))
+        needed = max(needed, math.ceil(e / cohort_size(e, b.workers, b.clients_per_message)))
+    return max(1, needed)
+
+
+def backend_config(scenario: Scenario) -> dict[str, Any]:
+    """Flower's Ray backend config: workers as actors, Ray kept local unless asked."""
+    b = scenario.backend
+    resources = {"num_cpus": b.cpus_per_worker, "num_gpus": b.gpus_per_worker}
+    if b.ray_address:
+        init_args: dict[str, Any] = {"address": b.ray_address}
+    else:
+        # "local" stops a plain ray.init() from joining a cluster recorded by an
+        # earlier `ray start` (it hangs silently if that cluster is gone).
+        init_args = {
+            "address": "local",
+            "num_cpus": max(1, math.ceil(b.workers * b.cpus_per_worker)),
+            "num_gpus": math.ceil(b.workers * b.gpus_per_worker),
+        }
+    init_args.update({"include_dashboard": False, "logging_level": "error", "log_to_driver": False})
+    return {"client_resources": resources, "init_args": init_args}
+
+
+def _check_ray_address(scenario: Scenario) -> None:
+    address = scenario.backend.ray_address
+    if not address or address in ("local", "auto") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection(
+            (host or "127.0.0.1", int(port)), timeout=scenario.backend.connect_timeout
+        ):
+            pass
+    except (OSError, ValueError) as exc:
+        raise SimulationError(
+            f"cannot reach the Ray cluster at backend.ray_address = {address!r} "
+            f"within {scenario.backend.connect_timeout:.0f} s ({exc}); start it with "
+            "`ray start --head --port=PORT` or remove ray_address to run locally"
+        ) from exc
+
+
+def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
+    bundle = load_scenario_data(sc)
+    shards = build_shards(sc, bundle)
+    sizes = shards.sizes()
+    strategy = build_strategy(sc)
+    model = build_global_model(sc, bundle.input_shape, bundle.num_classes)
+    arrays = ArrayRecord(model.state_dict())
+    vgrid = VirtualClientGrid(
+        grid,
+        population=sc.population,
+        workers=sc.backend.workers,
+        clients_per_message=sc.backend.clients_per_message,
+        scenario_json=sc.fingerprint(),
+    )
+    test_idx = _test_indices(sc, len(bundle.test))
+    state.progress.start(sc.rounds)
+    for rnd in range(1, sc.rounds + 1):
+        t0 = time.perf_counter()
+        vgrid.current_round = rnd
+        # Flower samples with the module-level `random`; seeding it per round makes
+        # the cohort a function of (seed, round) alone.
+        random.seed(derive_seed(sc.seed, "sample-clients", rnd))
+        messages = strategy.configure_train(rnd, arrays, ConfigRecord(), vgrid)
+        replies = vgrid.send_and_receive(messages, timeout=sc.backend.round_timeout)
+        report = vgrid.reports.pop()
+        _record_privacy(state, report, sizes)
+        new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
+        if new_arrays is not None:
+            arrays = new_arrays
+        row: dict[str, Any] = {"round": rnd, "accuracy": None, "loss": None}
+        row["train_loss"] = _finite(train_metrics, "train_loss")
+        row.update(_epsilon_row(state, sc))
+        row["clients_trained"] = sum(1 for o in report.outcomes if o.error is None)
+        row["clients_failed"] = sum(1 for o in report.outcomes if o.error is not None)
+        row["failures"] = [{"client": o.client, "error": o.error} for o in report.outcomes if o.error]
+        last = rnd == sc.rounds
+        every = sc.evaluation.every
+        if sc.evaluation.federated_fraction > 0 and ((every and rnd % every == 0) or last):
+            random.seed(derive_seed(sc.seed, "sample-evaluators", rnd))
+            ev_msgs = strategy.configure_evaluate(rnd, arrays, ConfigRecord(), vgrid)
+            ev_replies = vgrid.send_and_receive(ev_msgs, timeout=sc.backend.round_timeout)
+            vgrid.reports.pop()
+            fed = strategy.aggregate_evaluate(rnd, ev_replies)
+            row["fed_accuracy"] = _finite(fed, "accuracy")
+            row["fed_loss"] = _finite(fed, "loss")
+        if (every and rnd % every == 0) or last:
+            model.load_state_dict(arrays.to_torch_state_dict())
+            res = evaluate(model, bundle.test, test_idx, batch_size=sc.evaluation.batch_size)
+            row["accuracy"], row["loss"] = res.accuracy, res.loss
+        row["seconds"] = round(time.perf_counter() - t0, 4)
+        state.metrics.append(row)
+        state.metrics_file.write(row)
+        state.metrics_file.flush()
+        if state.ledger is not None:
+            state.ledger.flush()
+        state.progress.update(row)
+    state.final_state = {k: v.clone() for k, v in arrays.to_torch_state_dict().items()}
+
+
+def _test_indices(sc: Scenario, n: int) -> np.ndarray | None:
+    cap = sc.evaluation.max_test_samples
+    if cap is None or cap >= n:
+        return None
+    return np.sort(numpy_rng(sc.seed, "test-subset").choice(n, size=cap, replace=False))
+
+
+def _record_privacy(state: _ServerState, report: RoundReport, sizes: np.ndarray) -> None:
+    """Enter every reported privacy event in the ledger, checked against the plan."""
+    if state.ledger is None:
+        return
+    for o in report.outcomes:
+        if o.privacy is None:
+            continue  # dropped before training, or the whole cohort was lost
+        event = PrivacyEvent(
+            noise_multiplier=float(o.privacy["noise_multiplier"]),
+            sample_rate=float(o.privacy["sample_rate"]),
+            steps=int(o.privacy["steps"]),
+            max_grad_norm=float(o.privacy["max_grad_norm"]),
+            delta=float(o.privacy["delta"]),
+        )
+        extra: dict[str, Any] = {}
+        problem = _check_event(state.scenario, event, int(sizes[o.client]))
+        if problem:
+            extra["mismatch"] = problem
+            state.mismatches += 1
+        if o.error is not None:
+            extra["error"] = o.error
+        state.ledger.record(
+            round=report.round,
+            client=o.client,
+            event=event,
+            status="failed" if o.error is not None else "trained",
+            **extra,
+        )
+
+
+def _check_event(sc: Scenario, event: PrivacyEvent, shard_size: int) -> str | None:
+    plan = plan_participation(sc, shard_size)
+    problems = []
+    for name in ("noise_multiplier", "sample_rate", "max_grad_norm", "delta"):
+        got, want = getattr(event, name), getattr(plan, name)
+        if not math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12):
+            problems.append(f"{name} {got} != planned {want}")
+    if event.steps > plan.steps:
+        problems.append(f"steps {event.steps} > planned {plan.steps}")
+    return "; ".join(problems) or None
+
+
+def _epsilon_row(state: _ServerState, sc: Scenario) -> dict[str, Any]:
+    if state.ledger is None:
+        return {"epsilon_min": None, "epsilon_median": None, "epsilon_max": None}
+    s = state.ledger.summary(sc.population)
+    return {"epsilon_min": s["min"], "epsilon_median": s["median"], "epsilon_max": s["max"]}
+
+
+def _finite(record: Any, key: str) -> float | None:
+    if record is None or key not in record:
+        return None
+    value = float(record[key])
+    return value if math.isfinite(value) else None
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that can change a result."""
+    import flwr
+    import opacus
+    import ray
+
+    return {
+        "fedsim": fedsim.__version__,
+        "flwr": flwr.__version__ if hasattr(flwr, "__version__") else _dist("flwr"),
+        "torch": torch.__version__,
+        "opacus": opacus.__version__,
+        "ray": ray.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _dist(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)
+
+
+__all__ = ["RunResult", "SimulationError", "ScenarioError", "run"]
