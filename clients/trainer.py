@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from fedsim.clients.dp import LocalPlan, local_steps, plan_participation
 from torch import nn
 
-from fedsim.clients.dp import LocalPlan, local_steps, plan_participation
 from fedsim.config import Scenario
 from fedsim.data import ArrayDataset
 from fedsim.models import build_model

@@ -13,10 +13,10 @@ import traceback
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, MetricRecord
-
 from fedsim.clients.evaluate import evaluate
 from fedsim.clients.trainer import ClientFailure, LocalTrainer
+from flwr.app import ArrayRecord, MetricRecord
+
 from fedsim.config import Scenario
 from fedsim.data import DatasetBundle, load_dataset
 from fedsim.protocol import ClientOutcome, CohortRequest

@@ -104,7 +104,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def results_table(rows: list[tuple[str, dict[str, Any]]]) -> Table:
     """A results table: scenario, accuracy, loss, epsilon (max over clients), wall time."""
     table = Table(title="fedsim results")
-    for col in ("scenario", "rounds", "accuracy", "loss", "epsilon max (median)", "delta", "wall s"):
+    for col in (
+        "scenario",
+        "rounds",
+        "accuracy",
+        "loss",
+        "epsilon max (median)",
+        "delta",
+        "wall s",
+    ):
         table.add_column(col, justify="right" if col != "scenario" else "left")
     for name, s in rows:
         eps = s.get("epsilon")

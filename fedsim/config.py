@@ -298,9 +298,9 @@ def _model_io(scenario: Scenario) -> tuple[tuple[int, ...], int]:
     if scenario.data.name == "digits":
         return (1, 8, 8), 10
     if scenario.data.name == "shakespeare":
-        from fedsim.data.shakespeare import VOCAB_SIZE
+        from fedsim.data.shakespeare import VOCAB
 
-        return (scenario.data.shakespeare.seq_len,), VOCAB_SIZE
+        return (scenario.data.shakespeare.seq_len,), len(VOCAB)
     syn = scenario.data.synthetic
     return (syn.dim,), syn.num_classes
 

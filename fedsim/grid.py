@@ -161,7 +161,9 @@ class VirtualClientGrid(Grid):
                 contents=[m.content for m in cohort],
             )
             outgoing.append(
-                Message(content, node, cohorts_message_type(cohort[0]), group_id=str(self.current_round))
+                Message(
+                    content, node, cohorts_message_type(cohort[0]), group_id=str(self.current_round)
+                )
             )
         sent_ids = list(self.inner.push_messages(outgoing))
         by_id = dict(zip(sent_ids, cohorts, strict=True))
@@ -193,7 +195,9 @@ class VirtualClientGrid(Grid):
         for cohort_id, cohort in by_id.items():
             reply = replies.get(cohort_id)
             if reply is None or reply.has_error():
-                reason = "no reply before the round timeout" if reply is None else reply.error.reason
+                reason = (
+                    "no reply before the round timeout" if reply is None else reply.error.reason
+                )
                 cohort_errors.append(reason)
                 for msg in cohort:
                     cid = int(msg.metadata.dst_node_id)
@@ -217,7 +221,9 @@ class VirtualClientGrid(Grid):
                 out.append(Message(content, reply_to=msg))
         outcomes.sort(key=lambda o: o.client)
         out.sort(key=lambda m: m.metadata.src_node_id)
-        self.reports.append(RoundReport(kind, self.current_round, outcomes, n_cohorts, cohort_errors))
+        self.reports.append(
+            RoundReport(kind, self.current_round, outcomes, n_cohorts, cohort_errors)
+        )
         return out
 
 

@@ -46,8 +46,9 @@ def plot_run(metrics: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         ax.plot(rounds, med, marker="o", label="median client")
         ax.legend()
     else:
-        ax.text(0.5, 0.5, "DP off: no privacy spent is accounted", ha="center",
-                transform=ax.transAxes)
+        ax.text(
+            0.5, 0.5, "DP off: no privacy spent is accounted", ha="center", transform=ax.transAxes
+        )
     ax.set_xlabel("round")
     ax.set_ylabel("epsilon (per client)")
     ax.grid(alpha=0.3)

@@ -269,7 +269,9 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
         row.update(_epsilon_row(state, sc))
         row["clients_trained"] = sum(1 for o in report.outcomes if o.error is None)
         row["clients_failed"] = sum(1 for o in report.outcomes if o.error is not None)
-        row["failures"] = [{"client": o.client, "error": o.error} for o in report.outcomes if o.error]
+        row["failures"] = [
+            {"client": o.client, "error": o.error} for o in report.outcomes if o.error
+        ]
         last = rnd == sc.rounds
         every = sc.evaluation.every
         if sc.evaluation.federated_fraction > 0 and ((every and rnd % every == 0) or last):

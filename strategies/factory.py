@@ -57,8 +57,13 @@ def build_strategy(scenario: Scenario) -> Strategy:
     options = dict(scenario.strategy.options)
     bad = sorted(k for k in options if k not in accepted or k in _MANAGED)
     if bad:
-        allowed = sorted(accepted - _MANAGED - {"train_metrics_aggr_fn", "evaluate_metrics_aggr_fn"})
+        allowed = sorted(
+            accepted - _MANAGED - {"train_metrics_aggr_fn", "evaluate_metrics_aggr_fn"}
+        )
         raise ScenarioError(
-            [f"strategy.options.{k}: not an option of {cls.__name__}; allowed {allowed}" for k in bad]
+            [
+                f"strategy.options.{k}: not an option of {cls.__name__}; allowed {allowed}"
+                for k in bad
+            ]
         )
     return cls(**sampling_kwargs(scenario), **options)

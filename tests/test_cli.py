@@ -21,8 +21,16 @@ def test_bad_scenario_exits_2_naming_fields(tmp_path: Path, capsys) -> None:  # 
 
 def test_bad_override_exits_2(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     root = Path(__file__).resolve().parents[1]
-    code = main(["run", str(root / "scenarios/quickstart.toml"), "--set", "sampling.fraction=2",
-                 "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "run",
+            str(root / "scenarios/quickstart.toml"),
+            "--set",
+            "sampling.fraction=2",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2
     assert "sampling.fraction = 2" in capsys.readouterr().err
 
@@ -40,8 +48,18 @@ def test_existing_run_dir_refused_and_kept(tmp_path: Path, capsys) -> None:  # t
 
 def test_unreachable_cluster_is_a_clear_error(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     root = Path(__file__).resolve().parents[1]
-    code = main(["run", str(root / "scenarios/quickstart.toml"), "--out", str(tmp_path / "o"),
-                 "--set", "backend.ray_address='127.0.0.1:1'", "--set", "backend.connect_timeout=2"])
+    code = main(
+        [
+            "run",
+            str(root / "scenarios/quickstart.toml"),
+            "--out",
+            str(tmp_path / "o"),
+            "--set",
+            "backend.ray_address='127.0.0.1:1'",
+            "--set",
+            "backend.connect_timeout=2",
+        ]
+    )
     assert code == 2
     assert "cannot reach the Ray cluster" in capsys.readouterr().err
 
@@ -49,9 +67,18 @@ def test_unreachable_cluster_is_a_clear_error(tmp_path: Path, capsys) -> None:  
 def test_check_prints_resolved_scenario() -> None:
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
-        [sys.executable, "-m", "fedsim.cli", "check", str(root / "scenarios/quickstart.toml"),
-         "--set", "rounds=3"],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "fedsim.cli",
+            "check",
+            str(root / "scenarios/quickstart.toml"),
+            "--set",
+            "rounds=3",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert "rounds = 3" in proc.stdout and "[dp]" in proc.stdout

@@ -50,21 +50,30 @@ batch_size = "big"
     with pytest.raises(ScenarioError) as info:
         Scenario.from_toml(path)
     text = str(info.value)
-    for needle in ("rounds = 0", "colour", "unknown key", "dp.noise_multiplier = -1.0",
-                   "dp.delta = 1.5", "train.batch_size = 'big'"):
+    for needle in (
+        "rounds = 0",
+        "colour",
+        "unknown key",
+        "dp.noise_multiplier = -1.0",
+        "dp.delta = 1.5",
+        "train.batch_size = 'big'",
+    ):
         assert needle in text, (needle, text)
     assert len(info.value.problems) >= 5
     assert str(path) in text
 
 
 def test_cross_field_checks() -> None:
-    with pytest.raises(ScenarioError, match=r"clients_per_round = 20: more than the population \(10\)"):
+    with pytest.raises(
+        ScenarioError, match=r"clients_per_round = 20: more than the population \(10\)"
+    ):
         Scenario.from_dict({"population": 10, "sampling": {"clients_per_round": 20}})
     with pytest.raises(ScenarioError, match="needs noise_multiplier or target_epsilon"):
         Scenario.from_dict({"dp": {"mode": "sample"}})
     with pytest.raises(ScenarioError, match="not both"):
-        Scenario.from_dict({"dp": {"mode": "sample", "noise_multiplier": 1.0,
-                                   "target_epsilon": 3.0}})
+        Scenario.from_dict(
+            {"dp": {"mode": "sample", "noise_multiplier": 1.0, "target_epsilon": 3.0}}
+        )
     with pytest.raises(ScenarioError, match="digits has no natural clients"):
         Scenario.from_dict({"data": {"partition": "natural"}})
 
@@ -85,8 +94,9 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
 
 def test_overrides_parse_like_toml(tmp_path: Path) -> None:
     path = write(tmp_path, 'rounds = 2\n[dp]\nmode = "sample"\nnoise_multiplier = 1.0\n')
-    sc = Scenario.from_toml(path, ["rounds=5", "dp.noise_multiplier=1.2", "name=abc",
-                                   "backend.clients_per_message=3"])
+    sc = Scenario.from_toml(
+        path, ["rounds=5", "dp.noise_multiplier=1.2", "name=abc", "backend.clients_per_message=3"]
+    )
     assert (sc.rounds, sc.dp.noise_multiplier, sc.name) == (5, 1.2, "abc")
     assert sc.backend.clients_per_message == 3
     with pytest.raises(ScenarioError, match="expected key.path=value"):
@@ -103,8 +113,13 @@ def test_from_dict_does_not_mutate_input() -> None:
 
 
 def test_resolved_toml_round_trips(tmp_path: Path) -> None:
-    sc = Scenario.from_dict({"rounds": 4, "dp": {"mode": "sample", "target_epsilon": 2.5},
-                             "model": {"name": "cnn", "channels": [8]}})
+    sc = Scenario.from_dict(
+        {
+            "rounds": 4,
+            "dp": {"mode": "sample", "target_epsilon": 2.5},
+            "model": {"name": "cnn", "channels": [8]},
+        }
+    )
     again = Scenario.from_toml(write(tmp_path, sc.to_toml()))
     assert again == sc
     assert dumps_toml({"a": {"b": [1, 2]}, "c": True}).startswith("c = true")

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fedsim.clients.app import handle_cohort
+from fedsim.clients.trainer import build_global_model
+from fedsim.strategies import build_strategy
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp.strategy import FedAvg
 
-from fedsim.clients.app import handle_cohort
-from fedsim.clients.trainer import build_global_model
 from fedsim.grid import VirtualClientGrid, cohort_size
-from fedsim.strategies import build_strategy
 from tests.conftest import small_scenario
 
 
@@ -48,11 +48,16 @@ class InProcessGrid:
         return [self._replies.pop(i) for i in list(ids) if i in self._replies]
 
 
-def one_round(k: Any, flower_run_context: Any, **overrides: Any) -> tuple[dict, list, InProcessGrid]:
+def one_round(
+    k: Any, flower_run_context: Any, **overrides: Any
+) -> tuple[dict, list, InProcessGrid]:
     sc = small_scenario(backend__clients_per_message=k, **overrides)
     inner = InProcessGrid(nodes=8)
     grid = VirtualClientGrid(
-        inner, population=sc.population, workers=2, clients_per_message=k,
+        inner,
+        population=sc.population,
+        workers=2,
+        clients_per_message=k,
         scenario_json=sc.fingerprint(),
     )
     grid.current_round = 1
@@ -87,8 +92,13 @@ def test_shared_global_model_is_sent_once_per_cohort(flower_run_context: Any) ->
 
 def test_replies_are_per_client_and_answer_the_original(flower_run_context: Any) -> None:
     sc = small_scenario()
-    grid = VirtualClientGrid(InProcessGrid(4), population=6, workers=2,
-                             clients_per_message="auto", scenario_json=sc.fingerprint())
+    grid = VirtualClientGrid(
+        InProcessGrid(4),
+        population=6,
+        workers=2,
+        clients_per_message="auto",
+        scenario_json=sc.fingerprint(),
+    )
     grid.current_round = 1
     model = build_global_model(sc, (1, 8, 8), 10)
     strategy = FedAvg(fraction_train=1.0, min_train_nodes=6, min_available_nodes=6)
@@ -115,7 +125,9 @@ def test_failed_client_becomes_error_reply_and_round_goes_on(flower_run_context:
         assert o.privacy is not None and o.privacy["steps"] == o.steps_before_error > 0
 
 
-@pytest.mark.parametrize(("n", "workers", "setting", "k"),
-                         [(10, 2, "auto", 5), (11, 2, "auto", 6), (3, 8, "auto", 1), (10, 2, 3, 3)])
+@pytest.mark.parametrize(
+    ("n", "workers", "setting", "k"),
+    [(10, 2, "auto", 5), (11, 2, "auto", 6), (3, 8, "auto", 1), (10, 2, 3, 3)],
+)
 def test_cohort_size(n: int, workers: int, setting: Any, k: int) -> None:
     assert cohort_size(n, workers, setting) == k

@@ -103,6 +103,10 @@ class ArrayDataset:
             )
         self.group_names = None if group_names is None else tuple(group_names)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle (e.g. to a Ray worker) only the primary arrays; `labels` is a view of y.
+        return (_rebuild, (type(self), (self._x, self._y, self.groups), self.group_names))
+
     def __len__(self) -> int:
         """Number of samples in this split."""
         return int(self.labels.shape[0])
@@ -173,12 +177,18 @@ class TextWindowDataset(ArrayDataset):
             )
         self.text = text
         self.seq_len = int(seq_len)
-        self.starts = starts_np
         # A strided view: row s is text[s : s + seq_len + 1]; indexing it copies only the batch.
         self._windows = text.unfold(0, seq_len + 1, 1)
         self._starts_t = torch.tensor(starts_np, dtype=torch.long)
+        self.starts = _readonly_int64(self._starts_t.numpy(), "starts")  # shares _starts_t
         labels = text[self._starts_t + seq_len].to(torch.long).numpy()
         self._init_common(_readonly_int64(labels, "labels"), groups, group_names)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The window view and labels are derived; pickle the stream (shared between splits in
+        # one pickle), the offsets and the groups only.
+        args = (self.text, self.starts, self.seq_len, self.groups)
+        return (_rebuild, (type(self), args, self.group_names))
 
     def batch(
         self, indices: np.ndarray | torch.Tensor | list[int]
@@ -186,6 +196,13 @@ class TextWindowDataset(ArrayDataset):
         """Materialise windows: x int64 (B, seq_len) and y int64 (B,), the token after each."""
         rows = self._windows[self._starts_t[_as_index(indices)]].to(torch.long)
         return rows[:, : self.seq_len], rows[:, self.seq_len]
+
+
+def _rebuild(
+    cls: type[ArrayDataset], args: tuple[Any, ...], group_names: tuple[str, ...] | None
+) -> ArrayDataset:
+    """Unpickle helper: call the constructor again (keyword-only `group_names` needs this)."""
+    return cls(*args, group_names=group_names)
 
 
 @dataclass(frozen=True)

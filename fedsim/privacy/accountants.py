@@ -187,10 +187,16 @@ def epsilon_from_rdp(
         Epsilon (``math.inf`` if every order is infinite).
 
     Raises:
-        PrivacyError: bad delta, a length mismatch, or negative / NaN RDP values.
+        PrivacyError: bad delta or orders, a length mismatch, or negative / NaN RDP values.
+
+    Note:
+        Uses ``warnings.catch_warnings`` (not thread-safe in Python < 3.14) to silence
+        Opacus' "optimal order is the largest alpha" hint; call it from one thread.
     """
     d = check_delta(delta)
     orders_arr = _ORDERS if orders is RDP_ORDERS else np.asarray(orders, dtype=np.float64)
+    if orders_arr.ndim != 1 or not (orders_arr > 1).all():
+        raise PrivacyError("orders must be a 1-D sequence of RDP orders > 1")
     rdp_arr = np.asarray(rdp, dtype=np.float64)
     if rdp_arr.shape != orders_arr.shape:
         raise PrivacyError(f"rdp has shape {rdp_arr.shape} but there are {orders_arr.size} orders")

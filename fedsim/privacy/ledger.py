@@ -268,8 +268,14 @@ def _event_of(record: Mapping[str, Any]) -> PrivacyEvent:
 
 def _read_numbered(path: Path) -> list[tuple[int, dict[str, Any]]]:
     records = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, text in enumerate(f, start=1):
+    # Binary, decoded per line: a torn write can leave bytes that are not UTF-8, and
+    # that must be reported with its line number like any other corrupt line.
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise LedgerError("not UTF-8 text", path=path, line_no=line_no) from err
             records.append((line_no, _parse_line(text, path=path, line_no=line_no)))
     return records
 

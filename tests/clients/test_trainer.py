@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from fedsim.clients.dp import plan_participation
 from fedsim.clients.trainer import LocalTrainer, build_global_model
 from fedsim.clients.worker import load_scenario_data
+
 from fedsim.shards import build_shards
 from tests.conftest import small_scenario
 
@@ -66,6 +66,10 @@ def test_target_epsilon_plan_never_exceeds_target_over_all_rounds() -> None:
 
     sc = small_scenario(dp__noise_multiplier=None, dp__target_epsilon=2.0, rounds=5)
     plan = plan_participation(sc, 200)
-    eps = epsilon(noise_multiplier=plan.noise_multiplier, sample_rate=plan.sample_rate,
-                  steps=plan.steps * sc.rounds, delta=sc.dp.delta)
+    eps = epsilon(
+        noise_multiplier=plan.noise_multiplier,
+        sample_rate=plan.sample_rate,
+        steps=plan.steps * sc.rounds,
+        delta=sc.dp.delta,
+    )
     assert 1.9 < eps <= 2.0

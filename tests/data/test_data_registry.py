@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -100,3 +102,18 @@ def test_text_window_dataset() -> None:
     assert ds.labels.tolist() == [3, 6, 9]
     with pytest.raises(DataError, match=r"window starts must lie in \[0, 6\]"):
         TextWindowDataset(text, np.array([7]), seq_len=3)
+
+
+def test_pickle_round_trip_keeps_data_and_sharing() -> None:
+    # Ray ships bundles by pickle; derived views are rebuilt, the text stays one shared copy.
+    bundle = load_dataset("shakespeare", seed=0, max_roles=20)
+    copy = pickle.loads(pickle.dumps(bundle))
+    idx = np.array([0, 7, len(bundle.train) - 1])
+    for a, b in zip(bundle.train.batch(idx), copy.train.batch(idx), strict=True):
+        assert torch.equal(a, b)
+    assert copy.train.text.data_ptr() == copy.test.text.data_ptr()
+    assert copy.train.group_names == bundle.train.group_names
+    assert np.array_equal(copy.test.labels, bundle.test.labels)
+    digits = load_dataset("digits", seed=0)
+    again = pickle.loads(pickle.dumps(digits.test))
+    assert torch.equal(again.batch([3])[0], digits.test.batch([3])[0])

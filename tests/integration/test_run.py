@@ -22,16 +22,26 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     base = tmp_path_factory.mktemp("runs")
     out = {}
     for k in ("auto", 1):
-        sc = small_scenario(backend__clients_per_message=k, faults__fail_probability=0.2,
-                            evaluation__federated_fraction=0.5)
+        sc = small_scenario(
+            backend__clients_per_message=k,
+            faults__fail_probability=0.2,
+            evaluation__federated_fraction=0.5,
+        )
         out[str(k)] = run(sc, base / f"k{k}", progress=False)
     return out
 
 
 def test_run_directory_has_every_file(runs: dict) -> None:
     d: Path = runs["auto"].run_dir
-    for name in ("scenario.toml", "metrics.jsonl", "privacy_ledger.jsonl", "summary.json",
-                 "model.pt", "plots/accuracy.png", "plots/epsilon.png"):
+    for name in (
+        "scenario.toml",
+        "metrics.jsonl",
+        "privacy_ledger.jsonl",
+        "summary.json",
+        "model.pt",
+        "plots/accuracy.png",
+        "plots/epsilon.png",
+    ):
         assert (d / name).is_file(), name
     assert (d / "checkpoints").is_dir()
     state = torch.load(d / "model.pt", weights_only=True)
@@ -54,7 +64,8 @@ def test_ledger_composes_like_the_accountant(runs: dict) -> None:
     history: dict[int, list[tuple[float, float, int]]] = {}
     for line in lines:
         history.setdefault(line["client"], []).append(
-            (line["noise_multiplier"], line["sample_rate"], line["steps"]))
+            (line["noise_multiplier"], line["sample_rate"], line["steps"])
+        )
         want = epsilon_of_history(history[line["client"]], delta=1e-5, accountant="rdp")
         assert math.isfinite(line["epsilon"]) and line["epsilon"] > 0
         assert line["epsilon"] == pytest.approx(want, rel=1e-9)

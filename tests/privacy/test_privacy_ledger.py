@@ -454,6 +454,14 @@ def test_truncated_last_line_after_a_crash_is_reported(tmp_path: Path) -> None:
         PrivacyLedger.load(path)
 
 
+def test_binary_garbage_is_reported_with_its_line(tmp_path: Path) -> None:
+    text = _good_lines(tmp_path)
+    path = tmp_path / "ledger.jsonl"
+    path.write_bytes(("\n".join(text[:2]) + "\n").encode() + b"\xff\x00\x00\n")
+    with pytest.raises(LedgerError, match="line 3: not UTF-8"):
+        read_ledger(path)
+
+
 def test_ledger_error_is_a_value_error() -> None:
     assert issubclass(LedgerError, ValueError)
     err = LedgerError("boom", path="x.jsonl", line_no=7)

@@ -56,7 +56,7 @@ def test_epsilon_falls_with_noise(z_pair: list[float], q: float, steps: int, d: 
     assert eps_high_noise <= eps_low_noise * (1 + SLACK)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(
     target=st.floats(0.5, 12.0),
     q=st.sampled_from([1e-3, 1e-2, 4e-2]),
