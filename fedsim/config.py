@@ -112,15 +112,27 @@ class StrategyConfig(_Section):
 
 
 class DPConfig(_Section):
-    """Differential privacy. 'sample' = DP-SGD on every client (example-level DP)."""
+    """Differential privacy.
 
-    mode: Literal["off", "sample"] = "off"
+    'sample': DP-SGD on every client (example-level DP, per-client budgets).
+    'user':   DP-FedAvg on the server (user-level DP: clip each client's update to
+              max_grad_norm, add Gaussian noise to the sum).
+    """
+
+    mode: Literal["off", "sample", "user"] = "off"
     noise_multiplier: float | None = Field(None, ge=0.0)
     target_epsilon: float | None = Field(None, gt=0.0)
-    max_grad_norm: float = Field(1.0, gt=0.0)
+    max_grad_norm: float = Field(1.0, gt=0.0, description="per-example (sample) / update (user)")
     delta: float = Field(1e-5, gt=0.0, lt=1.0)
     accountant: Literal["rdp", "prv", "gdp"] = "rdp"
     secure_rng: bool = False
+    max_epsilon: float | None = Field(None, gt=0.0, description="per-client budget")
+    # user level only
+    client_sampling: Literal["poisson", "fixed"] = "poisson"
+    adaptive_clipping: bool = False
+    target_unclipped_quantile: float = Field(0.5, gt=0.0, lt=1.0)
+    clip_learning_rate: float = Field(0.2, gt=0.0)
+    clip_count_stddev: float | None = Field(None, gt=0.0)
 
     @model_validator(mode="after")
     def _noise_source(self) -> DPConfig:
@@ -130,6 +142,12 @@ class DPConfig(_Section):
             raise ValueError("give either noise_multiplier or target_epsilon, not both")
         if self.noise_multiplier is None and self.target_epsilon is None:
             raise ValueError(f"dp.mode = {self.mode!r} needs noise_multiplier or target_epsilon")
+        if self.max_epsilon is not None and self.target_epsilon is not None:
+            if self.target_epsilon > self.max_epsilon:
+                raise ValueError(
+                    f"target_epsilon ({self.target_epsilon}) exceeds max_epsilon "
+                    f"({self.max_epsilon})"
+                )
         return self
 
 
@@ -265,6 +283,16 @@ class Scenario(_Section):
             problems.append(
                 f"model.name = 'char_lstm': needs text data; data.name = {self.data.name!r}"
             )
+        if self.dp.mode == "user" and self.dp.adaptive_clipping:
+            from fedsim.strategies.dp_fedavg import split_noise
+
+            z = self.dp.noise_multiplier
+            if z is not None:
+                sigma_b = self.dp.clip_count_stddev or self.clients_per_round / 20.0
+                try:
+                    split_noise(z, sigma_b)
+                except ValueError as exc:
+                    problems.append(f"dp.adaptive_clipping: {exc}")
         problems.extend(self._check_model())
         return problems
 

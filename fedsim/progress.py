@@ -50,6 +50,11 @@ class RunProgress:
             parts.append(f"[red]failed {row['clients_failed']}[/red]")
         self._progress.update(self._task, advance=1, stats="  ".join(parts))
 
+    def note(self, text: str) -> None:
+        """Print a line above the progress bar (e.g. why the run stopped)."""
+        if self._progress is not None:
+            self._progress.console.print(text, markup=False, highlight=False)
+
     def stop(self) -> None:
         if self._progress is not None:
             self._progress.stop()

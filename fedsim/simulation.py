@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import platform
 import random
 import socket
@@ -29,12 +30,14 @@ from fedsim.clients.trainer import build_global_model
 from fedsim.clients.worker import load_scenario_data
 from fedsim.config import Scenario, ScenarioError
 from fedsim.grid import RoundReport, VirtualClientGrid, cohort_size
-from fedsim.privacy import PrivacyEvent, PrivacyLedger
+from fedsim.privacy import PrivacyEvent, PrivacyLedger, epsilon
 from fedsim.progress import RunProgress
 from fedsim.rundir import JsonLines, RunDir
 from fedsim.seeding import derive_seed, numpy_rng
 from fedsim.shards import build_shards
 from fedsim.strategies import build_strategy
+from fedsim.strategies.dp_fedavg import DPFedAvg
+from fedsim.strategies.factory import user_noise_multiplier
 
 
 @dataclass
@@ -110,12 +113,15 @@ class _ServerState:
         dp = scenario.dp
         self.ledger: PrivacyLedger | None = (
             PrivacyLedger(rundir.ledger, delta=dp.delta, accountant=dp.accountant)
-            if dp.mode == "sample"
+            if dp.mode in ("sample", "user")
             else None
         )
         self.final_state: dict[str, torch.Tensor] = {}
         self.error: BaseException | None = None
         self.mismatches = 0
+        self.stopped: str | None = None
+        self._budget_cache: dict[int, tuple[int, bool]] = {}
+        self.user_participations: dict[int, int] = {}
 
     def close(self) -> None:
         self.metrics_file.close()
@@ -127,7 +133,7 @@ class _ServerState:
         sc = self.scenario
         evaluated = [m for m in self.metrics if m.get("accuracy") is not None]
         last = evaluated[-1] if evaluated else {}
-        eps = self.ledger.summary(sc.population) if self.ledger is not None else None
+        eps = _epsilon_summary(self, sc)
         return {
             "scenario": sc.name,
             "rounds": len(self.metrics),
@@ -143,6 +149,9 @@ class _ServerState:
             "clients_trained": sum(m["clients_trained"] for m in self.metrics),
             "clients_failed": sum(m["clients_failed"] for m in self.metrics),
             "ledger_mismatches": self.mismatches,
+            "privacy_level": {"sample": "example", "user": "user"}.get(sc.dp.mode),
+            "max_epsilon": sc.dp.max_epsilon if sc.dp.mode != "off" else None,
+            "stopped_early": self.stopped,
             "population": sc.population,
             "clients_per_round": sc.clients_per_round,
             "wall_seconds": round(wall, 3),
@@ -167,7 +176,10 @@ def _simulate(scenario: Scenario, state: _ServerState) -> None:
 
     flwr_logger = logging.getLogger("flwr")
     old_level = flwr_logger.level
-    flwr_logger.setLevel(logging.WARNING)  # fedsim shows its own progress
+    # fedsim shows its own progress and records failures itself; Flower's warnings
+    # (deprecations of its Python API, "federated evaluation skipped") are noise here.
+    flwr_logger.setLevel(logging.ERROR)
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     try:
         run_simulation(
             server_app=server_app,
@@ -250,9 +262,15 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
         scenario_json=sc.fingerprint(),
     )
     test_idx = _test_indices(sc, len(bundle.test))
+    vgrid.available = _budget_filter(sc, state, sizes)
     state.progress.start(sc.rounds)
     for rnd in range(1, sc.rounds + 1):
         t0 = time.perf_counter()
+        stop = _budget_stop(sc, state, strategy, vgrid)
+        if stop:
+            state.stopped = stop
+            state.progress.note(stop)
+            break
         vgrid.current_round = rnd
         # Flower samples with the module-level `random`; seeding it per round makes
         # the cohort a function of (seed, round) alone.
@@ -264,6 +282,19 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
         new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
         if new_arrays is not None:
             arrays = new_arrays
+        if isinstance(strategy, DPFedAvg) and state.ledger is not None:
+            rel = strategy.releases[-1]
+            state.ledger.record_user(
+                round=rnd,
+                noise_multiplier=rel.noise_multiplier,
+                sample_rate=rel.sample_rate,
+                clip_norm=rel.clip_norm,
+                sampling=rel.sampling,
+                clients=rel.clients,
+                unclipped_fraction=rel.unclipped_fraction,
+            )
+            for c in rel.clients:
+                state.user_participations[c] = state.user_participations.get(c, 0) + 1
         row: dict[str, Any] = {"round": rnd, "accuracy": None, "loss": None}
         row["train_loss"] = _finite(train_metrics, "train_loss")
         row.update(_epsilon_row(state, sc))
@@ -294,6 +325,89 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
             state.ledger.flush()
         state.progress.update(row)
     state.final_state = {k: v.clone() for k, v in arrays.to_torch_state_dict().items()}
+
+
+def _planned_event(sc: Scenario, shard_size: int) -> PrivacyEvent:
+    plan = plan_participation(sc, shard_size)
+    return PrivacyEvent(
+        noise_multiplier=plan.noise_multiplier,
+        sample_rate=plan.sample_rate,
+        steps=plan.steps,
+        max_grad_norm=plan.max_grad_norm,
+        delta=plan.delta,
+    )
+
+
+def _budget_filter(sc: Scenario, state: _ServerState, sizes: np.ndarray) -> Any:
+    """Clients that may still be sampled: their next participation stays in budget.
+
+    Sample level: projected epsilon after one more planned participation. User level
+    with fixed-size sampling (accounted without amplification, per client): one more
+    release the client takes part in. With Poisson sampling every release covers
+    every client, so `_budget_stop` checks the population instead.
+    """
+    budget = sc.dp.max_epsilon
+    ledger = state.ledger
+    if budget is None or ledger is None:
+        return None
+    if sc.dp.mode == "user" and sc.dp.client_sampling == "poisson":
+        return None
+    cache = state._budget_cache
+    z_user = user_noise_multiplier(sc) if sc.dp.mode == "user" else 0.0
+
+    def ok(client: int) -> bool:
+        if sc.dp.mode == "sample":
+            n = ledger.participations(client)
+        else:
+            n = state.user_participations.get(client, 0)
+        hit = cache.get(client)
+        if hit is not None and hit[0] == n:
+            return hit[1]
+        if sc.dp.mode == "sample":
+            eps = ledger.projected_epsilon(client, _planned_event(sc, int(sizes[client])))
+        else:
+            eps = epsilon(
+                noise_multiplier=z_user,
+                sample_rate=1.0,
+                steps=n + 1,
+                delta=sc.dp.delta,
+                accountant=sc.dp.accountant,
+            )
+        cache[client] = (n, eps <= budget)
+        return eps <= budget
+
+    def available() -> list[int]:
+        return [c for c in range(sc.population) if ok(c)]
+
+    return available
+
+
+def _budget_stop(sc: Scenario, state: _ServerState, strategy: Any, vgrid: Any) -> str | None:
+    """Why the run must stop before this round (budget exhausted), or None."""
+    budget = sc.dp.max_epsilon
+    ledger = state.ledger
+    if budget is None or ledger is None:
+        return None
+    if isinstance(strategy, DPFedAvg) and strategy.sampling == "poisson":
+        eps = ledger.projected_user_epsilon(
+            noise_multiplier=strategy.noise_multiplier, sample_rate=strategy.sample_rate
+        )
+        if eps > budget:
+            return (
+                f"privacy budget reached: one more user-level release would bring epsilon "
+                f"to {eps:.3f} > dp.max_epsilon = {budget:g}; stopped before round "
+                f"{vgrid.current_round + 1}"
+            )
+        return None
+    available = vgrid.get_node_ids()
+    need = sc.clients_per_round
+    if len(available) < need:
+        return (
+            f"privacy budget reached: only {len(available)} client(s) can take part again "
+            f"without exceeding dp.max_epsilon = {budget:g}, {need} needed per round; "
+            f"stopped before round {vgrid.current_round + 1}"
+        )
+    return None
 
 
 def _test_indices(sc: Scenario, n: int) -> np.ndarray | None:
@@ -346,10 +460,25 @@ def _check_event(sc: Scenario, event: PrivacyEvent, shard_size: int) -> str | No
 
 
 def _epsilon_row(state: _ServerState, sc: Scenario) -> dict[str, Any]:
-    if state.ledger is None:
+    s = _epsilon_summary(state, sc)
+    if s is None:
         return {"epsilon_min": None, "epsilon_median": None, "epsilon_max": None}
-    s = state.ledger.summary(sc.population)
     return {"epsilon_min": s["min"], "epsilon_median": s["median"], "epsilon_max": s["max"]}
+
+
+def _epsilon_summary(state: _ServerState, sc: Scenario) -> dict[str, float] | None:
+    """Per-client epsilon min/median/max over the population, at the scenario's level."""
+    ledger = state.ledger
+    if ledger is None:
+        return None
+    if sc.dp.mode == "sample":
+        return ledger.summary(sc.population)
+    values = sorted(ledger.user_epsilon_of(c) for c in range(sc.population))
+    return {
+        "min": values[0],
+        "median": float(np.median(values)),
+        "max": values[-1],
+    }
 
 
 def _finite(record: Any, key: str) -> float | None:

@@ -13,6 +13,7 @@ from typing import Any
 from flwr.serverapp.strategy import FedAvg, Strategy
 
 from fedsim.config import Scenario, ScenarioError
+from fedsim.strategies.dp_fedavg import AdaptiveClipping, DPFedAvg
 
 STRATEGIES: dict[str, type[Strategy]] = {"fedavg": FedAvg}
 
@@ -66,4 +67,60 @@ def build_strategy(scenario: Scenario) -> Strategy:
                 for k in bad
             ]
         )
-    return cls(**sampling_kwargs(scenario), **options)
+    strategy = cls(**sampling_kwargs(scenario), **options)
+    if scenario.dp.mode == "user":
+        return wrap_user_dp(scenario, strategy)
+    return strategy
+
+
+def user_noise_multiplier(scenario: Scenario) -> float:
+    """z of the DP-FedAvg releases: given, or the smallest meeting dp.target_epsilon."""
+    dp = scenario.dp
+    if dp.noise_multiplier is not None:
+        return float(dp.noise_multiplier)
+    from fedsim.privacy import noise_multiplier_for
+
+    q = user_sample_rate(scenario)
+    return noise_multiplier_for(
+        target_epsilon=float(dp.target_epsilon or 0.0),
+        delta=dp.delta,
+        sample_rate=q,
+        steps=scenario.rounds,
+        accountant=dp.accountant,
+    )
+
+
+def user_sample_rate(scenario: Scenario) -> float:
+    """The accounted client sampling rate: q = m / N (Poisson), 1.0 (fixed: no amplification)."""
+    if scenario.dp.client_sampling == "poisson":
+        return scenario.clients_per_round / scenario.population
+    return 1.0
+
+
+def wrap_user_dp(scenario: Scenario, strategy: Strategy) -> DPFedAvg:
+    """Wrap a FedAvg-family strategy in user-level DP-FedAvg."""
+    if not isinstance(strategy, FedAvg):
+        raise ScenarioError(
+            [f"dp.mode = 'user' needs a FedAvg-family strategy, got {type(strategy).__name__}"]
+        )
+    dp = scenario.dp
+    adaptive = (
+        AdaptiveClipping(
+            target_quantile=dp.target_unclipped_quantile,
+            learning_rate=dp.clip_learning_rate,
+            count_stddev=dp.clip_count_stddev,
+        )
+        if dp.adaptive_clipping
+        else None
+    )
+    return DPFedAvg(
+        strategy,
+        population=scenario.population,
+        noise_multiplier=user_noise_multiplier(scenario),
+        clip_norm=dp.max_grad_norm,
+        sampling=dp.client_sampling,
+        clients_per_round=scenario.clients_per_round,
+        seed=scenario.seed,
+        secure_rng=dp.secure_rng,
+        adaptive=adaptive,
+    )

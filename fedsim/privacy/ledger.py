@@ -25,7 +25,7 @@ import math
 import os
 import statistics
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -69,6 +69,9 @@ USER_LEVEL = "user"
 
 #: Allowed ``status`` values. A client that trained and then failed still spent privacy.
 STATUSES: tuple[str, ...] = ("trained", "failed")
+
+#: How clients were sampled for a user-level release.
+USER_SAMPLINGS: tuple[str, ...] = ("poisson", "fixed")
 
 #: Keys of a sample-level line, in the order they are written; extra keys follow.
 LINE_KEYS: tuple[str, ...] = (
@@ -300,13 +303,11 @@ def read_ledger(path: Path | str) -> list[dict[str, Any]]:
 
 
 def _infer(records: list[dict[str, Any]], key: str, path: Path) -> Any:
-    values = {r[key] for r in records if r.get("level") == SAMPLE_LEVEL}
+    values = {r[key] for r in records if key in r}
     if len(values) == 1:
         return values.pop()
     if not values:
-        raise LedgerError(
-            f"no sample-level lines to infer {key!r} from; pass {key}= to load()", path=path
-        )
+        raise LedgerError(f"no lines to infer {key!r} from; pass {key}= to load()", path=path)
     raise LedgerError(
         f"lines disagree on {key!r} ({sorted(values)}); pass {key}= to load()", path=path
     )
@@ -356,8 +357,10 @@ class PrivacyLedger:
         self._new_composition = _COMPOSITIONS[accountant]
         self._clients: dict[int, _Composition] = {}
         self._participations: dict[int, int] = {}
-        #: Raw user-level lines read by :meth:`load` (population-level releases).
+        #: User-level lines (population-level DP-FedAvg releases), in order.
         self.user_events: list[dict[str, Any]] = []
+        self._user: _Composition = self._new_composition()
+        self._user_clients: dict[int, _Composition] = {}
         self._file: IO[str] | None = None
         self._closed = False
 
@@ -456,6 +459,103 @@ class PrivacyLedger:
         self._clients[client_id] = state
         self._participations[client_id] = self._participations.get(client_id, 0) + 1
         return eps
+
+    def record_user(
+        self,
+        *,
+        round: int,  # shadows the builtin to match the ledger's field name
+        noise_multiplier: float,
+        sample_rate: float,
+        clip_norm: float,
+        sampling: str,
+        clients: Sequence[int],
+        **extra: Any,
+    ) -> float:
+        """Compose one user-level (DP-FedAvg) release of the population and append its line.
+
+        One release per round: the sum of the sampled clients' clipped updates plus
+        Gaussian noise of std ``noise_multiplier * clip_norm``. With ``sampling ==
+        "poisson"`` the release is accounted with amplification at ``sample_rate`` (the
+        rate every client was sampled with) and covers every client; with ``"fixed"``
+        sampling, ``sample_rate`` must be 1.0 (no amplification) and only the clients
+        that took part compose it.
+
+        Returns:
+            The population's user-level epsilon after this release.
+
+        Raises:
+            PrivacyError: amplification claimed for fixed-size sampling, or a bad value.
+        """
+        if self._closed:
+            raise LedgerError("ledger is closed", path=self.path)
+        if sampling not in USER_SAMPLINGS:
+            raise PrivacyError(f"sampling must be one of {USER_SAMPLINGS}, got {sampling!r}")
+        if sampling == "fixed" and sample_rate != 1.0:
+            raise PrivacyError(
+                "fixed-size client sampling is not Poisson sampling: it must be accounted "
+                f"without amplification (sample_rate=1.0), got {sample_rate}"
+            )
+        event = PrivacyEvent(
+            noise_multiplier=noise_multiplier,
+            sample_rate=sample_rate,
+            steps=1,
+            max_grad_norm=clip_norm,
+            delta=self.delta,
+        )
+        ids = sorted(int(c) for c in clients)
+        eps = self._user.projected(event.entry, self.delta)
+        line = {
+            "round": check_int(round, name="round"),
+            "level": USER_LEVEL,
+            "status": "released",
+            "noise_multiplier": event.noise_multiplier,
+            "sample_rate": event.sample_rate,
+            "steps": 1,
+            "max_grad_norm": event.max_grad_norm,
+            "delta": self.delta,
+            "accountant": self.accountant,
+            "epsilon": eps,
+            "sampling": sampling,
+            "clients_sampled": len(ids),
+            "clients": ids,
+            **extra,
+        }
+        text = json.dumps(line) + "\n"
+        if self.path is not None:
+            self._open().write(text)
+        self._add_user(line)
+        return eps
+
+    def _add_user(self, line: dict[str, Any]) -> None:
+        entry = (float(line["noise_multiplier"]), float(line["sample_rate"]), 1)
+        self._user.add(entry)
+        self.user_events.append(line)
+        if line.get("sampling") == "fixed":
+            for c in line.get("clients", []):
+                state = self._user_clients.get(int(c))
+                if state is None:
+                    state = self._user_clients[int(c)] = self._new_composition()
+                state.add(entry)
+
+    def user_epsilon(self) -> float:
+        """The population's user-level epsilon (0.0 before any release)."""
+        return self._user.epsilon(self.delta) if self.user_events else 0.0
+
+    def user_epsilon_of(self, client: int) -> float:
+        """User-level epsilon of one client.
+
+        With Poisson sampling every release covers every client (amplified): the
+        population value. Without amplification only releases the client took part in
+        count.
+        """
+        if any(e.get("sampling") == "poisson" for e in self.user_events):
+            return self.user_epsilon()
+        state = self._user_clients.get(client)
+        return 0.0 if state is None else state.epsilon(self.delta)
+
+    def projected_user_epsilon(self, *, noise_multiplier: float, sample_rate: float) -> float:
+        """Population user-level epsilon after one more release with these values."""
+        return self._user.projected((float(noise_multiplier), float(sample_rate), 1), self.delta)
 
     def flush(self) -> None:
         """Push written lines to disk (flush + fsync). Call once per round."""
@@ -572,7 +672,7 @@ class PrivacyLedger:
         d = check_delta(delta) if delta is not None else _infer(records, "delta", path)
         if accountant is not None:
             name = check_accountant(accountant)
-        elif any(r["level"] == SAMPLE_LEVEL for r in records):
+        elif records:
             name = _infer(records, "accountant", path)
         else:
             name = "rdp"
@@ -580,7 +680,7 @@ class PrivacyLedger:
         ledger._setup(path, delta=d, accountant=name)
         for _, record in numbered:
             if record["level"] == USER_LEVEL:
-                ledger.user_events.append(record)
+                ledger._add_user(record)
                 continue
             client = int(record["client"])
             state = ledger._clients.get(client)

@@ -8,6 +8,7 @@ import torch
 from sklearn.datasets import load_digits as sklearn_load_digits
 
 from fedsim.data import DataError, load_digits
+from fedsim.data.digits import PIXEL_MEAN, PIXEL_STD
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,8 @@ def test_batch_shapes_dtypes_and_range(bundle) -> None:
     x, y = _all(bundle.train)
     assert x.shape == (1437, 1, 8, 8) and x.dtype == torch.float32
     assert y.shape == (1437,) and y.dtype == torch.int64
-    assert float(x.min()) == 0.0 and float(x.max()) == 1.0
+    # pixels 0..16 scaled to [0, 1], then standardised with the fixed mean/std
+    assert float(x.min()) == pytest.approx(-0.75) and float(x.max()) == pytest.approx(1.75)
     assert set(y.tolist()) == set(range(10))
     assert np.array_equal(bundle.train.labels, y.numpy())
 
@@ -46,7 +48,7 @@ def test_images_are_sklearns_with_their_labels(bundle) -> None:
     }
     for split in (bundle.train, bundle.test):
         x, y = _all(split)
-        pixels = (x.numpy()[:, 0] * 16.0).round().astype(np.float32)
+        pixels = ((x.numpy()[:, 0] * PIXEL_STD + PIXEL_MEAN) * 16.0).round().astype(np.float32)
         for img, label in zip(pixels[:200], y[:200].tolist(), strict=True):
             assert truth[img.tobytes()] == label
 

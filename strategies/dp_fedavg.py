@@ -1,0 +1,236 @@
+"""User-level DP-FedAvg: clip each client's update, add Gaussian noise to the sum.
+
+McMahan et al. 2018 ("Learning Differentially Private Recurrent Language Models")
+with optional adaptive clipping (Andrew et al. 2021, "Differentially Private
+Learning with Adaptive Clipping"). One private release per round:
+
+    new = global + (sum_i clip(delta_i, C) + N(0, (z_delta * C)^2 I)) / D
+
+with equal client weights (weighting by num-examples would change the
+sensitivity), and D the expected number of clients (q * N under Poisson sampling,
+m under fixed-size sampling), fixed in advance so it reveals nothing.
+
+Client sampling is what the accountant assumes: with `sampling="poisson"` every
+available client joins a round independently with probability q (done here, since
+Flower's strategies sample a fixed number with `random.sample`) and each release
+is accounted with amplification at q; with `sampling="fixed"` Flower's sampling is
+used and releases are accounted without amplification (q = 1), per client.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, Strategy
+
+from fedsim.seeding import numpy_rng
+
+
+@dataclass
+class AdaptiveClipping:
+    """Geometric update of the clip norm towards a quantile of update norms.
+
+    C <- C * exp(-lr * (b - quantile)), b = noisy fraction of unclipped clients.
+    """
+
+    target_quantile: float = 0.5
+    learning_rate: float = 0.2
+    count_stddev: float | None = None  # default: expected clients / 20 (paper)
+
+
+@dataclass
+class Release:
+    """What one round released, for the ledger."""
+
+    round: int
+    noise_multiplier: float
+    sample_rate: float
+    clip_norm: float
+    sampling: str
+    clients: list[int]
+    unclipped_fraction: float | None
+
+
+class DPFedAvg(Strategy):
+    """User-level DP around FedAvg's messaging, with equal weights.
+
+    Args:
+        inner: the FedAvg (or subclass) whose configure/evaluate steps are used for
+            fixed-size sampling and for evaluation.
+        population: number of virtual clients.
+        noise_multiplier: z, noise std / clip norm of the sum (the accounted value).
+        clip_norm: initial clip norm C of a client's update (L2 over all arrays).
+        sampling: "poisson" (amplified accounting) or "fixed" (no amplification).
+        clients_per_round: expected (poisson) or exact (fixed) clients per round.
+        seed: for Poisson sampling and, unless `secure_rng`, the noise.
+        secure_rng: draw the noise seed from the OS entropy pool each round.
+        adaptive: adaptive clipping settings, or None for fixed clipping.
+    """
+
+    def __init__(
+        self,
+        inner: FedAvg,
+        *,
+        population: int,
+        noise_multiplier: float,
+        clip_norm: float,
+        sampling: str,
+        clients_per_round: int,
+        seed: int,
+        secure_rng: bool = False,
+        adaptive: AdaptiveClipping | None = None,
+    ) -> None:
+        if sampling not in ("poisson", "fixed"):
+            raise ValueError(f"sampling must be 'poisson' or 'fixed', got {sampling!r}")
+        self.inner = inner
+        self.population = population
+        self.noise_multiplier = float(noise_multiplier)
+        self.clip_norm = float(clip_norm)
+        self.sampling = sampling
+        self.expected_clients = float(clients_per_round)
+        self.sample_rate = clients_per_round / population if sampling == "poisson" else 1.0
+        self.seed = seed
+        self.secure_rng = secure_rng
+        self.adaptive = adaptive
+        self.count_stddev = 0.0
+        self.update_noise_multiplier = self.noise_multiplier
+        if adaptive is not None:
+            self.count_stddev = (
+                adaptive.count_stddev
+                if adaptive.count_stddev is not None
+                else self.expected_clients / 20.0
+            )
+            self.update_noise_multiplier = split_noise(self.noise_multiplier, self.count_stddev)
+        self._global: ArrayRecord | None = None
+        self._sampled: list[int] = []
+        self.releases: list[Release] = []
+
+    # -------------------------------------------------------------- Strategy API
+    def summary(self) -> None:
+        """Nothing to log: fedsim reports the DP settings itself."""
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._global = arrays
+        if self.sampling == "fixed":
+            messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+            self._sampled = sorted(int(m.metadata.dst_node_id) for m in messages)
+            return messages
+        nodes = sorted(grid.get_node_ids())
+        rng = numpy_rng(self.seed, "poisson-clients", server_round)
+        # Each client joins independently with probability q: the sampling the
+        # amplified accounting assumes. Drawn for every node, in id order, so the
+        # cohort depends on (seed, round) only.
+        joined = rng.random(len(nodes)) < self.sample_rate
+        self._sampled = [n for n, j in zip(nodes, joined, strict=True) if j]
+        config["server-round"] = server_round
+        record = RecordDict(
+            {self.inner.arrayrecord_key: arrays, self.inner.configrecord_key: config}
+        )
+        return [Message(record, node, MessageType.TRAIN) for node in self._sampled]
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        if self._global is None:
+            raise RuntimeError("aggregate_train called before configure_train")
+        global_np = {k: v.numpy() for k, v in self._global.items()}
+        total = {k: np.zeros_like(v, dtype=np.float64) for k, v in global_np.items()}
+        unclipped, losses, n_ok = 0, [], 0
+        for reply in replies:
+            if reply.has_error():
+                continue  # a failed client adds nothing; the sensitivity bound holds
+            arrays = next(iter(reply.content.array_records.values()))
+            delta = {k: arrays[k].numpy().astype(np.float64) - global_np[k] for k in global_np}
+            norm = math.sqrt(sum(float(np.sum(d * d)) for d in delta.values()))
+            scale = min(1.0, self.clip_norm / (norm + 1e-12))
+            unclipped += int(norm <= self.clip_norm)
+            for k, d in delta.items():
+                total[k] += d * scale
+            n_ok += 1
+            metrics = next(iter(reply.content.metric_records.values()), None)
+            if metrics is not None and "train_loss" in metrics:
+                losses.append(float(metrics["train_loss"]))
+        rng = self._noise_rng(server_round)
+        std = self.update_noise_multiplier * self.clip_norm
+        new = {}
+        for k, g in global_np.items():
+            noisy = total[k] + rng.normal(0.0, std, size=g.shape)
+            new[k] = (g + noisy / self.expected_clients).astype(g.dtype)
+        release = Release(
+            round=server_round,
+            noise_multiplier=self.noise_multiplier,
+            sample_rate=self.sample_rate,
+            clip_norm=self.clip_norm,
+            sampling=self.sampling,
+            clients=list(self._sampled),
+            unclipped_fraction=unclipped / n_ok if n_ok else None,
+        )
+        self.releases.append(release)
+        if self.adaptive is not None:
+            # The unclipped count is released with its own noise (std count_stddev).
+            noisy_b = (unclipped + rng.normal(0.0, self.count_stddev)) / self.expected_clients
+            self.clip_norm *= math.exp(
+                -self.adaptive.learning_rate * (noisy_b - self.adaptive.target_quantile)
+            )
+        metrics_out: dict[str, Any] = {"clients": n_ok, "clip_norm": release.clip_norm}
+        if losses:
+            metrics_out["train_loss"] = float(np.mean(losses))
+        return ArrayRecord({k: Array(v) for k, v in new.items()}), MetricRecord(metrics_out)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        return self.inner.aggregate_evaluate(server_round, replies)
+
+    # -------------------------------------------------------------- helpers
+    def _noise_rng(self, server_round: int) -> np.random.Generator:
+        if self.secure_rng:
+            return np.random.default_rng(secrets.randbits(128))
+        return numpy_rng(self.seed, "user-noise", server_round)
+
+    def state(self) -> dict[str, float]:
+        """Mutable state worth checkpointing (the adaptive clip norm)."""
+        return {"clip_norm": self.clip_norm}
+
+
+def split_noise(noise_multiplier: float, count_stddev: float) -> float:
+    """Noise multiplier left for the update sum when the clip count also gets noise.
+
+    Andrew et al. 2021, Theorem 1: releasing the sum with z_delta and the unclipped
+    count with std sigma_b is as private as one Gaussian release with
+    z = (z_delta^-2 + (2 sigma_b)^-2)^-1/2, so z_delta = (z^-2 - (2 sigma_b)^-2)^-1/2.
+
+    Raises:
+        ValueError: 2 * count_stddev <= noise_multiplier (no noise budget left).
+    """
+    if noise_multiplier <= 0:
+        raise ValueError("adaptive clipping needs noise_multiplier > 0")
+    if 2 * count_stddev <= noise_multiplier:
+        raise ValueError(
+            f"adaptive clipping: 2 * count_stddev ({2 * count_stddev:g}) must exceed the "
+            f"noise multiplier ({noise_multiplier:g}); raise dp.clip_count_stddev or sample "
+            "more clients per round"
+        )
+    return (noise_multiplier**-2 - (2 * count_stddev) ** -2) ** -0.5
