@@ -10,18 +10,24 @@ example does every round) costs more than the training of a small client.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from fedsim.clients.dp import LocalPlan, local_steps, plan_participation
 from torch import nn
 
+from fedsim.clients.dp import LocalPlan, local_steps, plan_participation
 from fedsim.config import Scenario
 from fedsim.data import ArrayDataset
 from fedsim.models import build_model
 from fedsim.seeding import derive_seed, numpy_rng, torch_generator
+
+
+# Opacus' hooks fire on module outputs when inputs need no grad (always, for data):
+# expected here, and one warning per step would drown the output.
+warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
 
 
 class ClientFailure(RuntimeError):

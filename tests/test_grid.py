@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fedsim.clients.app import handle_cohort
-from fedsim.clients.trainer import build_global_model
-from fedsim.strategies import build_strategy
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp.strategy import FedAvg
 
+from fedsim.clients.app import handle_cohort
+from fedsim.clients.trainer import build_global_model
 from fedsim.grid import VirtualClientGrid, cohort_size
+from fedsim.strategies import build_strategy
 from tests.conftest import small_scenario
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from fedsim.clients.dp import plan_participation
 from fedsim.clients.trainer import LocalTrainer, build_global_model
 from fedsim.clients.worker import load_scenario_data
-
 from fedsim.shards import build_shards
 from tests.conftest import small_scenario
 

@@ -1,0 +1,104 @@
+"""The server loop over in-process cohorts (no Ray): budgets and user-level releases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fedsim.privacy import epsilon
+from fedsim.progress import RunProgress
+from fedsim.rundir import RunDir, read_jsonl
+from fedsim.simulation import _server_loop, _ServerState
+from tests.conftest import small_scenario
+from tests.test_grid import InProcessGrid
+
+
+def serve(tmp_path: Path, **overrides: Any) -> _ServerState:
+    sc = small_scenario(**overrides)
+    rundir = RunDir(tmp_path / "run")
+    rundir.create()
+    state = _ServerState(sc, rundir, RunProgress(sc, enabled=False))
+    try:
+        _server_loop(InProcessGrid(nodes=8), sc, state)
+    finally:
+        state.close()
+    return state
+
+
+def test_no_ledger_line_exceeds_the_budget_over_many_rounds(
+    tmp_path: Path, flower_run_context: Any
+) -> None:
+    budget = 4.0
+    state = serve(
+        tmp_path,
+        rounds=40,
+        population=6,
+        sampling__clients_per_round=2,
+        dp__max_epsilon=budget,
+        dp__noise_multiplier=1.0,
+        model__channels=[2],
+        model__hidden=0,
+    )
+    lines = read_jsonl(state.rundir.ledger)
+    assert lines, "some rounds must have run"
+    assert max(line["epsilon"] for line in lines) <= budget
+    # it ran until too few clients were left, and said so
+    assert state.stopped is not None and "dp.max_epsilon = 4" in state.stopped
+    assert len(state.metrics) < 40
+    # every client was used close to its budget: one more participation would exceed it
+    per_client: dict[int, list[dict]] = {}
+    for line in lines:
+        per_client.setdefault(line["client"], []).append(line)
+    exhausted = 0
+    for client_lines in per_client.values():
+        last = client_lines[-1]
+        more = epsilon(
+            noise_multiplier=last["noise_multiplier"],
+            sample_rate=last["sample_rate"],
+            steps=sum(x["steps"] for x in client_lines) + last["steps"],
+            delta=1e-5,
+        )
+        exhausted += more > budget
+    assert exhausted >= 6 - 1  # fewer than 2 clients remained
+
+
+def test_user_level_poisson_run_records_one_release_per_round(
+    tmp_path: Path, flower_run_context: Any
+) -> None:
+    state = serve(
+        tmp_path,
+        rounds=4,
+        population=20,
+        sampling__clients_per_round=5,
+        dp__mode="user",
+        dp__noise_multiplier=1.0,
+        dp__max_grad_norm=0.5,
+    )
+    lines = read_jsonl(state.rundir.ledger)
+    assert [x["round"] for x in lines] == [1, 2, 3, 4]
+    assert all(x["level"] == "user" and x["sampling"] == "poisson" for x in lines)
+    assert all(x["sample_rate"] == pytest.approx(0.25) for x in lines)
+    want = epsilon(noise_multiplier=1.0, sample_rate=0.25, steps=4, delta=1e-5)
+    assert lines[-1]["epsilon"] == pytest.approx(want)
+    # clients trained are the Poisson cohort the release names
+    for row, line in zip(state.metrics, lines, strict=True):
+        assert row["clients_trained"] + row["clients_failed"] == line["clients_sampled"]
+        assert row["epsilon_max"] == pytest.approx(line["epsilon"])
+
+
+def test_user_level_budget_stops_before_exceeding(tmp_path: Path, flower_run_context: Any) -> None:
+    one = epsilon(noise_multiplier=1.0, sample_rate=0.25, steps=2, delta=1e-5)
+    state = serve(
+        tmp_path,
+        rounds=10,
+        population=20,
+        sampling__clients_per_round=5,
+        dp__mode="user",
+        dp__noise_multiplier=1.0,
+        dp__max_epsilon=one * 1.0001,
+    )
+    lines = read_jsonl(state.rundir.ledger)
+    assert len(lines) == 2 and lines[-1]["epsilon"] <= one * 1.0001
+    assert "user-level release" in (state.stopped or "")
