@@ -24,7 +24,6 @@ from fedsim.data import ArrayDataset
 from fedsim.models import build_model
 from fedsim.seeding import derive_seed, numpy_rng, torch_generator
 
-
 # Opacus' hooks fire on module outputs when inputs need no grad (always, for data):
 # expected here, and one warning per step would drown the output.
 warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
