@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import time
 
-from fedsim.clients.worker import worker_state
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
+from fedsim.clients.worker import worker_state
 from fedsim.protocol import pack_reply, unpack_request
 
 app = ClientApp()

@@ -71,6 +71,7 @@ class LocalTrainer:
         self.device = device or torch.device("cpu")
         self.model = build_global_model(scenario, input_shape, num_classes).to(self.device)
         self.dp = scenario.dp.mode == "sample"
+        self._prox: tuple[float, list[torch.Tensor]] | None = None
         params = [p for p in self.model.parameters() if p.requires_grad]
         inner = _make_optimizer(scenario, params)
         self.loss_fn = nn.CrossEntropyLoss()
@@ -91,6 +92,7 @@ class LocalTrainer:
                 secure_mode=scenario.dp.secure_rng,
             )
             self._inner = inner
+            self.optimizer.attach_step_hook(self._add_proximal_grad)  # type: ignore[attr-defined]
         else:
             self.forward_module = self.model
             self.optimizer = inner
@@ -115,6 +117,7 @@ class LocalTrainer:
         indices: np.ndarray,
         global_state: Mapping[str, torch.Tensor],
         progress: list[int] | None = None,
+        config: Mapping[str, object] | None = None,
     ) -> TrainResult:
         """Train one client for one round from the global weights.
 
@@ -125,6 +128,8 @@ class LocalTrainer:
             global_state: the global model's state dict.
             progress: if given, progress[0] is kept equal to the steps done so far, so
                 a caller can tell how much privacy a failing client already spent.
+            config: the strategy's ConfigRecord for this client; "proximal-mu" (FedProx)
+                adds mu/2 * ||w - w_global||^2 to the local objective.
 
         Raises:
             ClientFailure: an injected fault (scenario `faults.fail_probability`).
@@ -132,6 +137,8 @@ class LocalTrainer:
         sc = self.scenario
         self.load_state(global_state)
         self._inner.state.clear()  # momentum / Adam moments belong to one client
+        mu = float((config or {}).get("proximal-mu", 0.0) or 0.0)  # type: ignore[arg-type]
+        self._prox = (mu, [p.detach().clone() for p in self.model.parameters()]) if mu > 0 else None
         self.model.train()
         n = len(indices)
         gen = torch_generator(sc.seed, "batches", round, client)
@@ -191,8 +198,25 @@ class LocalTrainer:
         x, y = x.to(self.device), y.to(self.device)
         loss = self.loss_fn(self.forward_module(x), y)
         loss.backward()
+        if not self.dp:
+            self._add_proximal_grad()
         self.optimizer.step()
         return float(loss.detach())
+
+    def _add_proximal_grad(self, *_: object) -> None:
+        """FedProx: grad += mu * (w - w_global), the gradient of mu/2 ||w - w_global||^2.
+
+        Under DP-SGD this runs after clipping and noise (as the DPOptimizer's step hook):
+        the term does not depend on the data, so adding it costs no privacy, while
+        adding it to the loss would put it inside every per-example clip.
+        """
+        if self._prox is None:
+            return
+        mu, anchor = self._prox
+        with torch.no_grad():
+            for p, p0 in zip(self.model.parameters(), anchor, strict=True):
+                if p.grad is not None:
+                    p.grad.add_(p - p0, alpha=mu)
 
     def _configure_dp(self, plan: LocalPlan, shard_len: int, client: int, round: int) -> None:
         opt = self.optimizer

@@ -13,10 +13,10 @@ import traceback
 
 import numpy as np
 import torch
-from fedsim.clients.evaluate import evaluate
-from fedsim.clients.trainer import ClientFailure, LocalTrainer
 from flwr.app import ArrayRecord, MetricRecord
 
+from fedsim.clients.evaluate import evaluate
+from fedsim.clients.trainer import ClientFailure, LocalTrainer
 from fedsim.config import Scenario
 from fedsim.data import DatasetBundle, load_dataset
 from fedsim.protocol import ClientOutcome, CohortRequest
@@ -50,17 +50,27 @@ class WorkerState:
             if j not in states:  # convert the shared global model once per cohort
                 states[j] = req.contents[j]["arrays"].to_torch_state_dict()
             if req.kind == "train":
-                outcomes.append(self._train(client, req.round, states[j]))
+                config = req.contents[j].get("config")
+                outcomes.append(
+                    self._train(client, req.round, states[j], dict(config) if config else {})
+                )
             else:
                 outcomes.append(self._evaluate(client, states[j]))
         return outcomes
 
-    def _train(self, client: int, round: int, state: dict[str, torch.Tensor]) -> ClientOutcome:
+    def _train(
+        self, client: int, round: int, state: dict[str, torch.Tensor], config: dict[str, object]
+    ) -> ClientOutcome:
         indices = self.shards.train[client]
         progress = [0]
         try:
             res = self.trainer.train(
-                client=client, round=round, indices=indices, global_state=state, progress=progress
+                client=client,
+                round=round,
+                indices=indices,
+                global_state=state,
+                progress=progress,
+                config=config,
             )
         except Exception as exc:  # noqa: BLE001 - a client's failure is data, not a crash
             out = ClientOutcome(client=client, error=_describe(exc))

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     check_p.add_argument("scenario", type=Path)
     check_p.add_argument("--set", dest="overrides", action="append", default=[])
     check_p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    res_p = sub.add_parser("results", help="print the results table of finished runs")
+    res_p.add_argument("run_dirs", nargs="+", type=Path)
+    res_p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
 
 
@@ -52,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fedsim` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
-    handlers = {"run": _cmd_run, "check": _cmd_check}
+    handlers = {"run": _cmd_run, "check": _cmd_check, "results": _cmd_results}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
@@ -101,6 +104,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_results(args: argparse.Namespace) -> int:
+    import json
+
+    from fedsim.rundir import RunDirError
+
+    rows = []
+    for run_dir in args.run_dirs:
+        path = run_dir / "summary.json"
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RunDirError(f"{path}: cannot read a run summary ({exc})") from exc
+        rows.append((summary.get("scenario", run_dir.name), summary))
+    Console().print(results_table(rows))
+    return EXIT_OK
+
+
 def results_table(rows: list[tuple[str, dict[str, Any]]]) -> Table:
     """A results table: scenario, accuracy, loss, epsilon (max over clients), wall time."""
     table = Table(title="fedsim results")
@@ -122,6 +142,7 @@ def results_table(rows: list[tuple[str, dict[str, Any]]]) -> Table:
             str(s.get("rounds")),
             _fmt(s.get("accuracy")),
             _fmt(s.get("loss")),
+            s.get("privacy_level") or "off",
             eps_text,
             f"{s['delta']:g}" if s.get("delta") else "-",
             f"{s.get('wall_seconds', 0):.1f}",

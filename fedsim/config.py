@@ -106,8 +106,26 @@ class TrainConfig(_Section):
     )
 
 
+StrategyName = Literal[
+    "fedavg",
+    "fedavgm",
+    "fedprox",
+    "fedadagrad",
+    "fedadam",
+    "fedyogi",
+    "qfedavg",
+    "fedmedian",
+    "fedtrimmedavg",
+    "krum",
+    "multikrum",
+    "bulyan",
+]
+
+
 class StrategyConfig(_Section):
-    name: Literal["fedavg"] = "fedavg"
+    """A Flower strategy by name; `options` are its constructor's keyword arguments."""
+
+    name: StrategyName = "fedavg"
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -294,7 +312,22 @@ class Scenario(_Section):
                 except ValueError as exc:
                     problems.append(f"dp.adaptive_clipping: {exc}")
         problems.extend(self._check_model())
+        problems.extend(self._check_strategy())
         return problems
+
+    def _check_strategy(self) -> list[str]:
+        from fedsim.strategies.factory import strategy_options
+
+        try:
+            strategy_options(self)
+        except ScenarioError as exc:
+            return exc.problems
+        if self.dp.mode == "user" and self.strategy.name not in ("fedavg", "fedprox"):
+            return [
+                f"strategy.name = {self.strategy.name!r}: user-level DP-FedAvg replaces the "
+                "aggregation; allowed with dp.mode = 'user': 'fedavg', 'fedprox'"
+            ]
+        return []
 
     def _check_model(self) -> list[str]:
         # Build the model once on the CPU so a bad option or a layer Opacus cannot

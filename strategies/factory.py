@@ -10,12 +10,45 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from flwr.serverapp.strategy import FedAvg, Strategy
+from flwr.serverapp.strategy import (
+    Bulyan,
+    FedAdagrad,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    FedYogi,
+    Krum,
+    MultiKrum,
+    QFedAvg,
+    Strategy,
+)
 
 from fedsim.config import Scenario, ScenarioError
 from fedsim.strategies.dp_fedavg import AdaptiveClipping, DPFedAvg
 
-STRATEGIES: dict[str, type[Strategy]] = {"fedavg": FedAvg}
+#: Flower's update-aggregation strategies, by the name a scenario uses.
+STRATEGIES: dict[str, type[Strategy]] = {
+    "fedavg": FedAvg,
+    "fedavgm": FedAvgM,
+    "fedprox": FedProx,
+    "fedadagrad": FedAdagrad,
+    "fedadam": FedAdam,
+    "fedyogi": FedYogi,
+    "qfedavg": QFedAvg,
+    "fedmedian": FedMedian,
+    "fedtrimmedavg": FedTrimmedAvg,
+    "krum": Krum,
+    "multikrum": MultiKrum,
+    "bulyan": Bulyan,
+}
+
+# Options fedsim fills from the scenario when the user does not set them.
+_DEFAULTS = {"qfedavg": lambda sc: {"client_learning_rate": sc.train.lr}}
+# Options that would break fedsim's wiring (reply keys, callables).
+_FIXED = {"weighted_by_key", "arrayrecord_key", "configrecord_key", "train_loss_key"}
 
 # Set by fedsim from the scenario's sampling and evaluation sections.
 _MANAGED = {
@@ -44,29 +77,57 @@ def sampling_kwargs(scenario: Scenario) -> dict[str, Any]:
     }
 
 
+def strategy_options(scenario: Scenario) -> tuple[type[Strategy], dict[str, Any]]:
+    """The strategy class and its validated options.
+
+    Raises:
+        ScenarioError: unknown strategy, an option it does not take, or a value of the
+            wrong type (checked against the constructor's defaults).
+    """
+    name = scenario.strategy.name
+    cls = STRATEGIES.get(name)
+    if cls is None:
+        raise ScenarioError([f"strategy.name = {name!r}: allowed {sorted(STRATEGIES)}"])
+    params = {k: v for k, v in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+    hidden = _MANAGED | _FIXED | {"train_metrics_aggr_fn", "evaluate_metrics_aggr_fn"}
+    allowed = sorted(set(params) - hidden)
+    options = {**_DEFAULTS.get(name, lambda sc: {})(scenario), **scenario.strategy.options}
+    problems = []
+    for key, value in scenario.strategy.options.items():
+        if key not in params or key in hidden:
+            problems.append(
+                f"strategy.options.{key}: not an option of {cls.__name__}; allowed {allowed}"
+            )
+            continue
+        default = params[key].default
+        if isinstance(default, bool) != isinstance(value, bool) or (
+            isinstance(default, int | float)
+            and not isinstance(default, bool)
+            and not isinstance(value, int | float)
+        ):
+            problems.append(
+                f"strategy.options.{key} = {value!r}: expected a number like {default!r}"
+            )
+        elif isinstance(default, int | float) and not isinstance(default, bool) and value < 0:
+            problems.append(f"strategy.options.{key} = {value!r}: must be >= 0")
+    missing = [
+        k
+        for k, p in params.items()
+        if p.default is inspect.Parameter.empty and k not in options and k not in hidden
+    ]
+    problems += [f"strategy.options.{k}: required by {cls.__name__}" for k in missing]
+    if problems:
+        raise ScenarioError(problems)
+    return cls, options
+
+
 def build_strategy(scenario: Scenario) -> Strategy:
     """The scenario's Flower strategy, its options validated against its signature.
 
     Raises:
         ScenarioError: unknown strategy, or an option it does not take.
     """
-    name = scenario.strategy.name
-    cls = STRATEGIES.get(name)
-    if cls is None:
-        raise ScenarioError([f"strategy.name = {name!r}: allowed {sorted(STRATEGIES)}"])
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    options = dict(scenario.strategy.options)
-    bad = sorted(k for k in options if k not in accepted or k in _MANAGED)
-    if bad:
-        allowed = sorted(
-            accepted - _MANAGED - {"train_metrics_aggr_fn", "evaluate_metrics_aggr_fn"}
-        )
-        raise ScenarioError(
-            [
-                f"strategy.options.{k}: not an option of {cls.__name__}; allowed {allowed}"
-                for k in bad
-            ]
-        )
+    cls, options = strategy_options(scenario)
     strategy = cls(**sampling_kwargs(scenario), **options)
     if scenario.dp.mode == "user":
         return wrap_user_dp(scenario, strategy)
