@@ -45,6 +45,34 @@ def build_parser() -> argparse.ArgumentParser:
     check_p.add_argument("scenario", type=Path)
     check_p.add_argument("--set", dest="overrides", action="append", default=[])
     check_p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    resume_p = sub.add_parser("resume", help="continue a killed or interrupted run")
+    resume_p.add_argument("run_dir", type=Path)
+    resume_p.add_argument("--quiet", action="store_true", help="no live progress display")
+    resume_p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+    audit_p = sub.add_parser(
+        "audit", help="recompute and check every epsilon of a run from its files"
+    )
+    audit_p.add_argument("run_dir", type=Path)
+    audit_p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    audit_p.add_argument(
+        "--accountants", default=None, help="comma-separated, e.g. rdp,prv,pld (default: all)"
+    )
+    audit_p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+    report_p = sub.add_parser("report", help="write report.html and PNGs for runs")
+    report_p.add_argument("run_dirs", nargs="+", type=Path)
+    report_p.add_argument("--out", type=Path, default=None, help="output directory")
+    report_p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+    part_p = sub.add_parser(
+        "partition", help="summarise a scenario's data split and save a heat map"
+    )
+    part_p.add_argument("scenario", type=Path)
+    part_p.add_argument("--set", dest="overrides", action="append", default=[])
+    part_p.add_argument("--png", default=None, help="heat map path")
+    part_p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
     res_p = sub.add_parser("results", help="print the results table of finished runs")
     res_p.add_argument("run_dirs", nargs="+", type=Path)
     res_p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -55,9 +83,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fedsim` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     console = Console(stderr=True)
-    handlers = {"run": _cmd_run, "check": _cmd_check, "results": _cmd_results}
+    handlers = {
+        "run": _cmd_run,
+        "resume": _cmd_resume,
+        "check": _cmd_check,
+        "audit": _cmd_audit,
+        "report": _cmd_report,
+        "partition": _cmd_partition,
+        "results": _cmd_results,
+    }
     try:
-        return handlers[args.command](args)
+        return _dispatch(handlers, args)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
         return 130
@@ -66,17 +102,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         code = EXIT_BAD_INPUT if _is_bad_input(exc) else EXIT_FAILED
         label = "error" if code == EXIT_BAD_INPUT else "run failed"
-        console.print(f"[bold red]{label}:[/bold red] {exc}", highlight=False, markup=False)
+        console.print(f"{label}: {exc}", highlight=False, markup=False, style="red")
         if code == EXIT_FAILED:
             console.print("(run again with --debug for the traceback)")
         return code
 
 
+def _dispatch(handlers: dict[str, Any], args: argparse.Namespace) -> int:
+    from fedsim.simulation import RunInterrupted
+
+    try:
+        return int(handlers[args.command](args))
+    except RunInterrupted as exc:
+        Console(stderr=True).print(f"stopped: {exc}", highlight=False, markup=False)
+        return 130
+
+
 def _is_bad_input(exc: BaseException) -> bool:
+    from fedsim.checkpoint import CheckpointError
     from fedsim.config import ScenarioError
+    from fedsim.data import DataError
+    from fedsim.models import ModelError
     from fedsim.rundir import RunDirError
 
-    if isinstance(exc, ScenarioError | RunDirError):
+    if isinstance(exc, ScenarioError | RunDirError | CheckpointError | DataError | ModelError):
         return True
     from fedsim.simulation import SimulationError
 
@@ -102,6 +151,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     Console().print(results_table([(scenario.name, result.summary)]))
     Console().print(f"run directory: {result.run_dir}")
     return EXIT_OK
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from fedsim.simulation import resume
+
+    result = resume(args.run_dir, progress=not args.quiet)
+    Console().print(results_table([(result.summary["scenario"], result.summary)]))
+    Console().print(f"run directory: {result.run_dir}")
+    return EXIT_OK
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from fedsim.audit import audit_command
+
+    return audit_command(str(args.run_dir), as_json=args.json, accountants=args.accountants)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from fedsim.report import report_command
+
+    out = str(args.out) if args.out is not None else None
+    return report_command([str(d) for d in args.run_dirs], out)
+
+
+def _cmd_partition(args: argparse.Namespace) -> int:
+    from fedsim.partition_report import partition_command
+
+    return partition_command(str(args.scenario), args.overrides, args.png)
 
 
 def _cmd_results(args: argparse.Namespace) -> int:

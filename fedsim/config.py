@@ -60,14 +60,63 @@ class SyntheticOptions(_Section):
     min_samples: int = Field(50, ge=2)
 
 
+DatasetName = Literal[
+    "digits",
+    "shakespeare",
+    "synthetic",
+    "mnist1d",
+    "mnist",
+    "fashion_mnist",
+    "cifar10",
+    "femnist",
+    "hub",
+]
+PartitionMethod = Literal[
+    "iid",
+    "dirichlet",
+    "natural",
+    "pathological",
+    "shard",
+    "linear",
+    "square",
+    "exponential",
+    "size",
+]
+# Methods fedsim implements itself (vectorised numpy); the rest go through flwr-datasets.
+OWN_PARTITIONS = ("iid", "dirichlet", "natural")
+# Data sets read from files in data.root (they cannot be downloaded at run time).
+FILE_DATASETS = ("mnist", "fashion_mnist", "cifar10", "femnist")
+
+
+class HubOptions(_Section):
+    """A Hugging Face dataset via flwr-datasets (online), or its save_to_disk copy (root)."""
+
+    dataset: str = ""
+    subset: str = ""
+    image_key: str = "image"
+    label_key: str = "label"
+    group_key: str = ""
+    train_split: str = "train"
+    test_split: str = "test"
+
+
 class DataConfig(_Section):
-    name: Literal["digits", "shakespeare", "synthetic"] = "digits"
-    partition: Literal["iid", "dirichlet", "natural"] = "iid"
+    name: DatasetName = "digits"
+    root: str | None = Field(None, description="directory of the files (mnist, cifar10, ...)")
+    partition: PartitionMethod = "iid"
+    partition_backend: Literal["fedsim", "flwr"] = Field(
+        "fedsim", description="'flwr' runs iid/dirichlet/natural through flwr-datasets too"
+    )
+    partition_options: dict[str, Any] = Field(
+        default_factory=dict, description="flwr-datasets partitioner options"
+    )
     alpha: float = Field(0.5, gt=0.0, description="Dirichlet concentration (dirichlet only)")
-    min_partition_size: int = Field(2, ge=1, description="fewest samples a client may get")
+    min_partition_size: int = Field(2, ge=0, description="fewest samples a client may get")
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    mnist1d_samples: int = Field(5000, ge=10, description="MNIST-1D samples to generate")
     shakespeare: ShakespeareOptions = ShakespeareOptions()
     synthetic: SyntheticOptions = SyntheticOptions()
+    hub: HubOptions = HubOptions()
 
     def loader_options(self, population: int) -> dict[str, Any]:
         """Keyword options for `fedsim.data.load_dataset` (without the seed)."""
@@ -78,6 +127,16 @@ class DataConfig(_Section):
                 "test_fraction": self.test_fraction,
                 "num_clients": population,
                 **self.synthetic.model_dump(),
+            }
+        if self.name == "mnist1d":
+            return {"test_fraction": self.test_fraction, "num_samples": self.mnist1d_samples}
+        if self.name in FILE_DATASETS:
+            return {"root": self.root}
+        if self.name == "hub":
+            return {
+                "root": self.root or "",
+                "test_fraction": self.test_fraction,
+                **self.hub.model_dump(),
             }
         return {"test_fraction": self.test_fraction}
 
@@ -206,6 +265,10 @@ class FaultsConfig(_Section):
     fail_probability: float = Field(0.0, ge=0.0, le=1.0)
 
 
+class CheckpointConfig(_Section):
+    every: int = Field(1, ge=0, description="checkpoint every N rounds (0 = never)")
+
+
 class Scenario(_Section):
     """One simulation. Load with `Scenario.from_toml(path)`."""
 
@@ -222,6 +285,7 @@ class Scenario(_Section):
     backend: BackendConfig = BackendConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     faults: FaultsConfig = FaultsConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
 
     # ------------------------------------------------------------------ derived
     @property
@@ -287,10 +351,25 @@ class Scenario(_Section):
                 f"sampling.clients_per_round = {self.clients_per_round}: more than the "
                 f"population ({self.population}); allowed 1..{self.population}"
             )
-        if self.data.partition == "natural" and self.data.name == "digits":
+        natural = ("shakespeare", "synthetic", "femnist", "hub")
+        if self.data.partition == "natural" and self.data.name not in natural:
             problems.append(
-                "data.partition = 'natural': digits has no natural clients; "
-                "allowed for digits: 'iid', 'dirichlet'"
+                f"data.partition = 'natural': {self.data.name} has no natural clients; "
+                f"natural ids exist for {', '.join(natural)}"
+            )
+        if self.data.name in FILE_DATASETS and not self.data.root:
+            problems.append(
+                f"data.root: required for data.name = {self.data.name!r} (the directory "
+                "holding its files; data sets are never downloaded at run time)"
+            )
+        if (
+            self.data.partition_options
+            and self.data.partition in OWN_PARTITIONS
+            and (self.data.partition_backend == "fedsim")
+        ):
+            problems.append(
+                "data.partition_options: only used by flwr-datasets partitioners; set "
+                "data.partition_backend = 'flwr' or remove them"
             )
         if self.data.name == "shakespeare" and self.model.name != "char_lstm":
             problems.append(
@@ -334,7 +413,10 @@ class Scenario(_Section):
         # privatise is reported now, not inside a Ray worker minutes later.
         from fedsim.models import ModelError, build_model, check_private
 
-        shape, classes = _model_io(self)
+        io = _model_io(self)
+        if io is None:
+            return []
+        shape, classes = io
         try:
             model = build_model(
                 self.model.name, input_shape=shape, num_classes=classes, **self.model.options()
@@ -354,10 +436,25 @@ class Scenario(_Section):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
 
-def _model_io(scenario: Scenario) -> tuple[tuple[int, ...], int]:
-    """Input shape and class count of the scenario's data, without loading it."""
-    if scenario.data.name == "digits":
-        return (1, 8, 8), 10
+_IO = {
+    "digits": ((1, 8, 8), 10),
+    "mnist": ((1, 28, 28), 10),
+    "fashion_mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "femnist": ((1, 28, 28), 62),
+    "mnist1d": ((1, 40), 10),
+}
+
+
+def _model_io(scenario: Scenario) -> tuple[tuple[int, ...], int] | None:
+    """Input shape and class count of the scenario's data, without loading it.
+
+    None for a hub data set, whose shape is known only once it is loaded.
+    """
+    if scenario.data.name in _IO:
+        return _IO[scenario.data.name]
+    if scenario.data.name == "hub":
+        return None
     if scenario.data.name == "shakespeare":
         from fedsim.data.shakespeare import VOCAB
 

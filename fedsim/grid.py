@@ -10,6 +10,7 @@ each cohort reply into one `Message(reply_to=original)` per client.
 from __future__ import annotations
 
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -33,6 +34,10 @@ class RoundReport:
     outcomes: list[ClientOutcome]
     cohorts: int
     cohort_errors: list[str]
+
+
+class RunStopped(RuntimeError):
+    """A signal stopped the run while a round was in flight."""
 
 
 def cohort_size(n_clients: int, workers: int, setting: int | str) -> int:
@@ -77,6 +82,8 @@ class VirtualClientGrid(Grid):
         self.poll_interval = poll_interval
         self.current_round = 0
         self.reports: list[RoundReport] = []
+        # Set by the server on SIGINT/SIGTERM: stop waiting for cohort replies.
+        self.stop_event: threading.Event | None = None
         self._pending: dict[str, Message] = {}
         self._replies: dict[str, Message] = {}
 
@@ -179,6 +186,8 @@ class VirtualClientGrid(Grid):
                 ids.discard(reply.metadata.reply_to_message_id)
             if not ids or (deadline is not None and time.monotonic() > deadline):
                 break
+            if self.stop_event is not None and self.stop_event.is_set():
+                raise RunStopped("stopped by a signal while waiting for cohort replies")
             time.sleep(self.poll_interval)
         return got
 

@@ -20,7 +20,7 @@ class RunProgress:
         self._task: Any = None
         self._clients = 0
 
-    def start(self, rounds: int) -> None:
+    def start(self, rounds: int, done: int = 0) -> None:
         if not self.enabled:
             return
         self._progress = Progress(
@@ -32,7 +32,10 @@ class RunProgress:
             console=Console(stderr=True),
         )
         self._task = self._progress.add_task(
-            f"{self.scenario.name}: round", total=rounds, stats="starting workers..."
+            f"{self.scenario.name}: round",
+            total=rounds,
+            completed=done,
+            stats="starting workers...",
         )
         self._progress.start()
 

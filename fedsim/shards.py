@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedsim.config import Scenario
-from fedsim.data import DatasetBundle, partition_indices
+from fedsim.config import OWN_PARTITIONS, Scenario
+from fedsim.data import DatasetBundle, flwr_partition, partition_indices
 from fedsim.seeding import numpy_rng
 
 
@@ -33,14 +33,28 @@ def build_shards(scenario: Scenario, bundle: DatasetBundle) -> Shards:
     With federated evaluation on, each client keeps `evaluation.client_holdout` of its
     shard (a seeded choice, at least one sample) for evaluating the global model.
     """
-    parts = partition_indices(
-        bundle.train,
-        method=scenario.data.partition,
-        num_clients=scenario.population,
-        seed=scenario.seed,
-        alpha=scenario.data.alpha,
-        min_size=scenario.data.min_partition_size,
-    )
+    data = scenario.data
+    if data.partition in OWN_PARTITIONS and data.partition_backend == "fedsim":
+        parts = partition_indices(
+            bundle.train,
+            method=data.partition,
+            num_clients=scenario.population,
+            seed=scenario.seed,
+            alpha=data.alpha,
+            min_size=data.min_partition_size,
+        )
+    else:
+        options = dict(data.partition_options)
+        if data.partition == "dirichlet":
+            options.setdefault("alpha", data.alpha)
+            options.setdefault("min_partition_size", data.min_partition_size)
+        parts = flwr_partition(
+            bundle.train,
+            method=data.partition,
+            num_clients=scenario.population,
+            seed=scenario.seed,
+            **options,
+        )
     if scenario.evaluation.federated_fraction <= 0.0:
         return Shards(train=parts, holdout=[np.empty(0, dtype=np.int64)] * len(parts))
     train, holdout = [], []

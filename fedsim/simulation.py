@@ -12,7 +12,9 @@ import math
 import os
 import platform
 import random
+import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,15 +26,24 @@ from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 import fedsim
+from fedsim.checkpoint import (
+    Checkpoint,
+    load_latest,
+    restore_strategy_state,
+    save_checkpoint,
+    scenario_hash,
+    strategy_state,
+    truncate_lines,
+)
 from fedsim.clients.dp import plan_participation
 from fedsim.clients.evaluate import evaluate
 from fedsim.clients.trainer import build_global_model
 from fedsim.clients.worker import load_scenario_data
 from fedsim.config import Scenario, ScenarioError
-from fedsim.grid import RoundReport, VirtualClientGrid, cohort_size
+from fedsim.grid import RoundReport, RunStopped, VirtualClientGrid, cohort_size
 from fedsim.privacy import PrivacyEvent, PrivacyLedger, epsilon
 from fedsim.progress import RunProgress
-from fedsim.rundir import JsonLines, RunDir
+from fedsim.rundir import JsonLines, RunDir, RunDirError, read_jsonl
 from fedsim.seeding import derive_seed, numpy_rng
 from fedsim.shards import build_shards
 from fedsim.strategies import build_strategy
@@ -75,13 +86,47 @@ def run(
     Raises:
         RunDirError: the run directory exists or is not writable.
         SimulationError: the Ray cluster named in the scenario cannot be reached.
+        RunInterrupted: SIGINT/SIGTERM stopped the run (it can be resumed).
     """
     rundir = RunDir(out if out is not None else Path("runs") / scenario.name)
     _check_ray_address(scenario)
     rundir.create(overwrite=overwrite)
     rundir.write_text(rundir.scenario, scenario.to_toml())
     state = _ServerState(scenario, rundir, RunProgress(scenario, enabled=progress))
+    return _execute(scenario, state)
+
+
+def resume(run_dir: str | Path, *, progress: bool = True) -> RunResult:
+    """Continue a killed or interrupted run from its last checkpoint.
+
+    The scenario is the run directory's own `scenario.toml`; ledger and metrics lines
+    written after the checkpoint are dropped (their rounds run again, identically).
+
+    Raises:
+        RunDirError: no run directory / scenario there.
+        CheckpointError: a corrupt checkpoint or one from another scenario.
+    """
+    rundir = RunDir(run_dir)
+    if not rundir.scenario.is_file():
+        raise RunDirError(f"{rundir.path} holds no run to resume (no scenario.toml)")
+    scenario = Scenario.from_toml(rundir.scenario)
+    _check_ray_address(scenario)
+    ckpt = load_latest(rundir.checkpoints, expected_hash=scenario_hash(scenario.fingerprint()))
+    if ckpt is None:
+        # Killed before the first checkpoint: start again in the same directory.
+        for path in (rundir.metrics, rundir.ledger):
+            truncate_lines(path, 0)
+    else:
+        truncate_lines(rundir.metrics, ckpt.metrics_lines)
+        truncate_lines(rundir.ledger, ckpt.ledger_lines)
+    state = _ServerState(scenario, rundir, RunProgress(scenario, enabled=progress), resume=ckpt)
+    return _execute(scenario, state)
+
+
+def _execute(scenario: Scenario, state: _ServerState) -> RunResult:
+    rundir = state.rundir
     started = time.perf_counter()
+    _STOP.clear()
     try:
         _simulate(scenario, state)
     finally:
@@ -89,6 +134,11 @@ def run(
     wall = time.perf_counter() - started
     if state.error is not None:
         raise state.error
+    if state.interrupted:
+        raise RunInterrupted(
+            f"{state.stopped}; the run directory {rundir.path} is resumable: "
+            f"fedsim resume {rundir.path}"
+        )
     summary = state.summary(wall)
     rundir.write_json(rundir.summary, summary)
     rundir.save_model(state.final_state)
@@ -98,30 +148,77 @@ def run(
     return RunResult(rundir.path, summary, state.metrics, state.final_state)
 
 
+class RunInterrupted(RuntimeError):
+    """The run was stopped by a signal; its directory can be resumed."""
+
+
+# Set by SIGINT/SIGTERM; the server loop stops at the next round boundary or poll.
+_STOP = threading.Event()
+
+
+def _install_signal_handlers() -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum: int, frame: Any) -> None:
+        if _STOP.is_set():  # second signal: stop waiting for a clean stop
+            raise KeyboardInterrupt
+        _STOP.set()
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+    for sig, old in previous.items():
+        signal.signal(sig, old)
+
+
 # --------------------------------------------------------------------------- server
 
 
 class _ServerState:
     """Everything the ServerApp thread writes, readable after the run."""
 
-    def __init__(self, scenario: Scenario, rundir: RunDir, progress: RunProgress) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        rundir: RunDir,
+        progress: RunProgress,
+        resume: Checkpoint | None = None,
+    ) -> None:
         self.scenario = scenario
         self.rundir = rundir
         self.progress = progress
-        self.metrics: list[dict[str, Any]] = []
+        self.resume_from = resume
+        self.metrics: list[dict[str, Any]] = (
+            read_jsonl(rundir.metrics) if rundir.metrics.exists() else []
+        )
         self.metrics_file = JsonLines(rundir.metrics)
         dp = scenario.dp
-        self.ledger: PrivacyLedger | None = (
-            PrivacyLedger(rundir.ledger, delta=dp.delta, accountant=dp.accountant)
-            if dp.mode in ("sample", "user")
-            else None
-        )
+        self.ledger: PrivacyLedger | None = None
+        self.ledger_lines = 0
+        if dp.mode in ("sample", "user"):
+            if rundir.ledger.exists() and rundir.ledger.stat().st_size > 0:
+                self.ledger = PrivacyLedger.load(
+                    rundir.ledger, delta=dp.delta, accountant=dp.accountant
+                )
+                self.ledger_lines = len(read_jsonl(rundir.ledger))
+            else:
+                self.ledger = PrivacyLedger(rundir.ledger, delta=dp.delta, accountant=dp.accountant)
+        self.interrupted = False
         self.final_state: dict[str, torch.Tensor] = {}
         self.error: BaseException | None = None
         self.mismatches = 0
         self.stopped: str | None = None
         self._budget_cache: dict[int, tuple[int, bool]] = {}
         self.user_participations: dict[int, int] = {}
+        if self.ledger is not None:
+            for event in self.ledger.user_events:
+                for c in event.get("clients", []):
+                    self.user_participations[c] = self.user_participations.get(c, 0) + 1
 
     def close(self) -> None:
         self.metrics_file.close()
@@ -152,6 +249,7 @@ class _ServerState:
             "privacy_level": {"sample": "example", "user": "user"}.get(sc.dp.mode),
             "max_epsilon": sc.dp.max_epsilon if sc.dp.mode != "off" else None,
             "stopped_early": self.stopped,
+            "resumed_from_round": self.resume_from.round if self.resume_from else None,
             "population": sc.population,
             "clients_per_round": sc.clients_per_round,
             "wall_seconds": round(wall, 3),
@@ -170,6 +268,11 @@ def _simulate(scenario: Scenario, state: _ServerState) -> None:
     def _main(grid: Grid, context: Context) -> None:
         try:
             _server_loop(grid, scenario, state)
+        except RunStopped:
+            # A signal during a round: that round is dropped; the last checkpoint
+            # (and the ledger lines up to it) stand.
+            state.stopped = "interrupted by a signal during a round"
+            state.interrupted = True
         except BaseException as exc:  # surfaced to the caller after Ray shuts down
             state.error = exc
             raise
@@ -180,7 +283,12 @@ def _simulate(scenario: Scenario, state: _ServerState) -> None:
     # (deprecations of its Python API, "federated evaluation skipped") are noise here.
     flwr_logger.setLevel(logging.ERROR)
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    previous: dict[int, Any] = {}
     try:
+        _init_ray(scenario)
+        # After ray.init: Ray installs its own SIGTERM handler (which aborts the
+        # process); ours replaces it so a signal stops the run cleanly instead.
+        previous = _install_signal_handlers()
         run_simulation(
             server_app=server_app,
             client_app=client_app,
@@ -192,7 +300,32 @@ def _simulate(scenario: Scenario, state: _ServerState) -> None:
         if state.error is None:
             state.error = exc
     finally:
+        _restore_signal_handlers(previous)
         flwr_logger.setLevel(old_level)
+        import ray
+
+        if ray.is_initialized():  # Flower shuts Ray down itself unless it failed early
+            ray.shutdown()
+
+
+def _init_ray(scenario: Scenario) -> None:
+    """Start (or join) Ray as Flower's backend would, so fedsim owns the signal handling.
+
+    Flower's Ray backend skips its own ray.init() when Ray is already up; the
+    workers get the driver's sys.path as Flower gives it to them.
+    """
+    import sys
+
+    import ray
+
+    init_args = dict(backend_config(scenario)["init_args"])
+    pythonpath = os.pathsep.join(sys.path)
+    if os.environ.get("PYTHONPATH"):
+        pythonpath = f"{pythonpath}{os.pathsep}{os.environ['PYTHONPATH']}"
+    os.environ["PYTHONPATH"] = pythonpath
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init_args)
 
 
 def num_supernodes(scenario: Scenario) -> int:
@@ -254,6 +387,11 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
     strategy = build_strategy(sc)
     model = build_global_model(sc, bundle.input_shape, bundle.num_classes)
     arrays = ArrayRecord(model.state_dict())
+    first = 1
+    if state.resume_from is not None:
+        arrays = ArrayRecord({k: v.clone() for k, v in state.resume_from.weights.items()})
+        restore_strategy_state(strategy, state.resume_from.strategy_state)
+        first = state.resume_from.round + 1
     vgrid = VirtualClientGrid(
         grid,
         population=sc.population,
@@ -263,9 +401,14 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
     )
     test_idx = _test_indices(sc, len(bundle.test))
     vgrid.available = _budget_filter(sc, state, sizes)
-    state.progress.start(sc.rounds)
-    for rnd in range(1, sc.rounds + 1):
+    vgrid.stop_event = _STOP
+    state.progress.start(sc.rounds, done=first - 1)
+    for rnd in range(first, sc.rounds + 1):
         t0 = time.perf_counter()
+        if _STOP.is_set():
+            state.stopped = f"interrupted by a signal before round {rnd}"
+            state.interrupted = True
+            break
         stop = _budget_stop(sc, state, strategy, vgrid)
         if stop:
             state.stopped = stop
@@ -293,6 +436,7 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
                 clients=rel.clients,
                 unclipped_fraction=rel.unclipped_fraction,
             )
+            state.ledger_lines += 1
             for c in rel.clients:
                 state.user_participations[c] = state.user_participations.get(c, 0) + 1
         row: dict[str, Any] = {"round": rnd, "accuracy": None, "loss": None}
@@ -323,6 +467,19 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
         state.metrics_file.flush()
         if state.ledger is not None:
             state.ledger.flush()
+        every_ckpt = sc.checkpoint.every
+        if every_ckpt and (rnd % every_ckpt == 0 or rnd == sc.rounds):
+            save_checkpoint(
+                state.rundir.checkpoints,
+                Checkpoint(
+                    round=rnd,
+                    weights={k: v.clone() for k, v in arrays.to_torch_state_dict().items()},
+                    strategy_state=strategy_state(strategy),
+                    ledger_lines=state.ledger_lines,
+                    metrics_lines=len(state.metrics),
+                    scenario_hash=scenario_hash(sc.fingerprint()),
+                ),
+            )
         state.progress.update(row)
     state.final_state = {k: v.clone() for k, v in arrays.to_torch_state_dict().items()}
 
@@ -438,6 +595,7 @@ def _record_privacy(state: _ServerState, report: RoundReport, sizes: np.ndarray)
             state.mismatches += 1
         if o.error is not None:
             extra["error"] = o.error
+        state.ledger_lines += 1
         state.ledger.record(
             round=report.round,
             client=o.client,
@@ -512,4 +670,4 @@ def _dist(name: str) -> str:
     return version(name)
 
 
-__all__ = ["RunResult", "SimulationError", "ScenarioError", "run"]
+__all__ = ["RunInterrupted", "RunResult", "SimulationError", "ScenarioError", "resume", "run"]

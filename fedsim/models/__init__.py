@@ -14,6 +14,7 @@ options ``build_model`` accepts for that name, so the registry needs no per-mode
 name           input                  options (defaults)
 =============  =====================  ======================================================
 cnn            float (C, H, W)        channels=[16, 32], hidden=64
+cnn1d          float (C, L)           channels=[16, 32], hidden=64 (e.g. MNIST-1D)
 femnist_cnn    float (C, H, W)        none (LEAF preset, ~6.6M params for 62 classes)
 char_lstm      int64 (seq_len,)       embed_dim=8, hidden=256, layers=2
 logreg         float, any shape       none
@@ -33,7 +34,7 @@ from typing import Any
 from opacus.validators import ModuleValidator
 from torch import nn
 
-from fedsim.models import char_lstm, cnn, femnist_cnn, logreg, mlp
+from fedsim.models import char_lstm, cnn, cnn1d, femnist_cnn, logreg, mlp
 from fedsim.models._checks import ModelError
 
 __all__ = ["build_model", "MODELS", "ModelError", "check_private"]
@@ -43,6 +44,7 @@ ModelBuilder = Callable[..., nn.Module]
 #: name -> builder ``build(input_shape, num_classes, **options) -> nn.Module``.
 MODELS: dict[str, ModelBuilder] = {
     cnn.NAME: cnn.build,
+    cnn1d.NAME: cnn1d.build,
     femnist_cnn.NAME: femnist_cnn.build,
     char_lstm.NAME: char_lstm.build,
     logreg.NAME: logreg.build,

@@ -38,6 +38,7 @@ CASES: list[ModelCase] = [
         {"channels": [4, 8, 8], "hidden": 0},
     ),
     ModelCase("femnist_cnn", "femnist_cnn", (1, 28, 28), 62, lambda n: torch.randn(n, 1, 28, 28)),
+    ModelCase("cnn1d-mnist1d", "cnn1d", (1, 40), 10, lambda n: torch.randn(n, 1, 40)),
     # A short sequence and small LSTM keep the per-sample reference loop fast; the default
     # LEAF size is covered by the shape and parameter-count tests.
     ModelCase(

@@ -12,7 +12,7 @@ from fedsim.models import MODELS, ModelError, build_model, check_private
 
 
 def test_registry_holds_the_documented_models() -> None:
-    assert set(MODELS) == {"cnn", "femnist_cnn", "char_lstm", "logreg", "mlp"}
+    assert set(MODELS) == {"cnn", "cnn1d", "femnist_cnn", "char_lstm", "logreg", "mlp"}
 
 
 def test_cases_cover_every_registered_model(all_cases: list[Any]) -> None:
