@@ -72,6 +72,7 @@ class LocalTrainer:
         self.model = build_global_model(scenario, input_shape, num_classes).to(self.device)
         self.dp = scenario.dp.mode == "sample"
         self._prox: tuple[float, list[torch.Tensor]] | None = None
+        self._correction: list[torch.Tensor] | None = None
         params = [p for p in self.model.parameters() if p.requires_grad]
         inner = _make_optimizer(scenario, params)
         self.loss_fn = nn.CrossEntropyLoss()
@@ -129,7 +130,8 @@ class LocalTrainer:
             progress: if given, progress[0] is kept equal to the steps done so far, so
                 a caller can tell how much privacy a failing client already spent.
             config: the strategy's ConfigRecord for this client; "proximal-mu" (FedProx)
-                adds mu/2 * ||w - w_global||^2 to the local objective.
+                adds mu/2 * ||w - w_global||^2 to the local objective; "correction" (a
+                state dict, SCAFFOLD's c - c_i) is added to every step's gradient.
 
         Raises:
             ClientFailure: an injected fault (scenario `faults.fail_probability`).
@@ -204,19 +206,24 @@ class LocalTrainer:
         return float(loss.detach())
 
     def _add_proximal_grad(self, *_: object) -> None:
-        """FedProx: grad += mu * (w - w_global), the gradient of mu/2 ||w - w_global||^2.
+        """Data-independent gradient terms of the local objective.
 
+        FedProx: grad += mu * (w - w_global), the gradient of mu/2 ||w - w_global||^2.
+        SCAFFOLD: grad += c - c_i, the control-variate correction.
         Under DP-SGD this runs after clipping and noise (as the DPOptimizer's step hook):
-        the term does not depend on the data, so adding it costs no privacy, while
-        adding it to the loss would put it inside every per-example clip.
+        the terms do not depend on the data, so adding them costs no privacy, while
+        adding them to the loss would put them inside every per-example clip.
         """
-        if self._prox is None:
-            return
-        mu, anchor = self._prox
         with torch.no_grad():
-            for p, p0 in zip(self.model.parameters(), anchor, strict=True):
-                if p.grad is not None:
-                    p.grad.add_(p - p0, alpha=mu)
+            if self._prox is not None:
+                mu, anchor = self._prox
+                for p, p0 in zip(self.model.parameters(), anchor, strict=True):
+                    if p.grad is not None:
+                        p.grad.add_(p - p0, alpha=mu)
+            if self._correction is not None:
+                for p, c in zip(self.model.parameters(), self._correction, strict=True):
+                    if p.grad is not None:
+                        p.grad.add_(c)
 
     def _configure_dp(self, plan: LocalPlan, shard_len: int, client: int, round: int) -> None:
         opt = self.optimizer

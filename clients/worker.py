@@ -46,14 +46,16 @@ class WorkerState:
         states: dict[int, dict[str, torch.Tensor]] = {}
         outcomes = []
         for pos, client in enumerate(req.clients):
-            j = req.content_of[pos]
+            content = req.content_for(pos)
+            j = req.record_index(pos, "arrays")
             if j not in states:  # convert the shared global model once per cohort
-                states[j] = req.contents[j]["arrays"].to_torch_state_dict()
+                states[j] = content["arrays"].to_torch_state_dict()
             if req.kind == "train":
-                config = req.contents[j].get("config")
-                outcomes.append(
-                    self._train(client, req.round, states[j], dict(config) if config else {})
-                )
+                config = dict(content["config"]) if "config" in content else {}
+                correction = content.get("correction")
+                if correction is not None:
+                    config["correction"] = correction.to_torch_state_dict()
+                outcomes.append(self._train(client, req.round, states[j], config))
             else:
                 outcomes.append(self._evaluate(client, states[j]))
         return outcomes
@@ -81,7 +83,13 @@ class WorkerState:
         return ClientOutcome(
             client=client,
             arrays=ArrayRecord(res.state),
-            metrics=MetricRecord({"num-examples": res.num_examples, "train_loss": res.train_loss}),
+            metrics=MetricRecord(
+                {
+                    "num-examples": res.num_examples,
+                    "train_loss": res.train_loss,
+                    "local_steps": res.steps,
+                }
+            ),
             privacy=self._privacy(len(indices), res.steps) if self.trainer.dp else None,
         )
 

@@ -1,9 +1,10 @@
 """How a cohort of virtual clients travels in one Flower message, and back.
 
 Request (server -> worker), one RecordDict per cohort:
-  "fedsim.cohort"   ConfigRecord: clients, content index per client, round, kind, scenario
-  "<j>/<key>"       the records of the j-th distinct content among the clients' messages;
-                    a record shared by every client (the global model) is sent once.
+  "fedsim.cohort"   ConfigRecord: clients, round, kind, scenario, and per client its
+                    layout "key=i;key2=j" naming which records it was addressed
+  "r<i>"            each distinct record once: the global model shared by every client is
+                    sent once per cohort, a per-client record (SCAFFOLD) once per client.
 Reply (worker -> server):
   "fedsim.cohort"   ConfigRecord: clients, worker pid, seconds
   "c<id>/arrays"    ArrayRecord of client id's update (train only)
@@ -32,11 +33,16 @@ class CohortRequest:
     kind: str  # "train" | "evaluate"
     scenario_json: str
     clients: list[int]
-    contents: list[dict[str, Record]]  # distinct contents
-    content_of: list[int]  # index into contents, per client
+    layouts: list[dict[str, int]]  # per client: record key -> index into records
+    records: list[Record]
 
     def content_for(self, position: int) -> dict[str, Record]:
-        return self.contents[self.content_of[position]]
+        """The records the strategy addressed to the client at `position`."""
+        return {key: self.records[i] for key, i in self.layouts[position].items()}
+
+    def record_index(self, position: int, key: str) -> int:
+        """Index of a client's record (equal for clients sharing the same object)."""
+        return self.layouts[position][key]
 
 
 @dataclass
@@ -60,25 +66,33 @@ def pack_request(
     clients: list[int],
     contents: list[RecordDict],
 ) -> RecordDict:
-    """Pack the per-client contents of one cohort, sending shared records once."""
-    distinct: dict[int, int] = {}
-    content_of: list[int] = []
+    """Pack the per-client contents of one cohort, each distinct record once.
+
+    Flower strategies hand every client the same record objects when they are
+    shared (the global model), and their own objects when they differ (e.g. a
+    SCAFFOLD correction): record identity decides what is sent once and what is
+    sent per client.
+    """
+    index: dict[int, int] = {}
+    layouts: list[str] = []
     rd = RecordDict()
     for content in contents:
-        # Flower strategies hand every client the same RecordDict object when the
-        # content is shared (the global model): identity finds what to send once.
-        if id(content) not in distinct:
-            j = distinct[id(content)] = len(distinct)
-            for key, record in content.items():
-                rd[f"{j}/{key}"] = record
-        content_of.append(distinct[id(content)])
+        parts = []
+        for key, record in content.items():
+            if "=" in key or ";" in key:
+                raise ValueError(f"record key {key!r} may not contain '=' or ';'")
+            if id(record) not in index:
+                i = index[id(record)] = len(index)
+                rd[f"r{i}"] = record
+            parts.append(f"{key}={index[id(record)]}")
+        layouts.append(";".join(parts))
     rd[COHORT_KEY] = ConfigRecord(
         {
             "round": round,
             "kind": kind,
             "scenario": scenario_json,
             "clients": [int(c) for c in clients],
-            "content_of": content_of,
+            "layouts": layouts,
         }
     )
     return rd
@@ -87,20 +101,21 @@ def pack_request(
 def unpack_request(rd: RecordDict) -> CohortRequest:
     """Inverse of `pack_request` (runs on the worker)."""
     meta = rd[COHORT_KEY]
-    content_of = [int(j) for j in meta["content_of"]]
-    contents: list[dict[str, Record]] = [{} for _ in range(max(content_of, default=-1) + 1)]
-    for key, record in rd.items():
-        if key == COHORT_KEY:
-            continue
-        j, _, name = key.partition("/")
-        contents[int(j)][name] = record
+    records = [rd[f"r{i}"] for i in range(len(rd) - 1)]
+    layouts = []
+    for text in meta["layouts"]:
+        layout = {}
+        for part in str(text).split(";") if text else []:
+            key, _, i = part.partition("=")
+            layout[key] = int(i)
+        layouts.append(layout)
     return CohortRequest(
         round=int(meta["round"]),
         kind=str(meta["kind"]),
         scenario_json=str(meta["scenario"]),
         clients=[int(c) for c in meta["clients"]],
-        contents=contents,
-        content_of=content_of,
+        layouts=layouts,
+        records=records,
     )
 
 

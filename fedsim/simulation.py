@@ -453,10 +453,11 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
             random.seed(derive_seed(sc.seed, "sample-evaluators", rnd))
             ev_msgs = strategy.configure_evaluate(rnd, arrays, ConfigRecord(), vgrid)
             ev_replies = vgrid.send_and_receive(ev_msgs, timeout=sc.backend.round_timeout)
-            vgrid.reports.pop()
+            ev_report = vgrid.reports.pop()
             fed = strategy.aggregate_evaluate(rnd, ev_replies)
             row["fed_accuracy"] = _finite(fed, "accuracy")
             row["fed_loss"] = _finite(fed, "loss")
+            row.update(_fairness(ev_report))
         if (every and rnd % every == 0) or last:
             model.load_state_dict(arrays.to_torch_state_dict())
             res = evaluate(model, bundle.test, test_idx, batch_size=sc.evaluation.batch_size)
@@ -565,6 +566,27 @@ def _budget_stop(sc: Scenario, state: _ServerState, strategy: Any, vgrid: Any) -
             f"stopped before round {vgrid.current_round + 1}"
         )
     return None
+
+
+def _fairness(report: RoundReport) -> dict[str, Any]:
+    """Per-client view of federated evaluation: unweighted mean and worst decile.
+
+    The worst-decile accuracy is the mean over the 10 % of evaluated clients with the
+    lowest accuracy (at least one client): what the least-served clients get.
+    """
+    accs = sorted(
+        float(o.metrics["accuracy"])
+        for o in report.outcomes
+        if o.error is None and o.metrics is not None and int(o.metrics["num-examples"]) > 0
+    )
+    if not accs:
+        return {"fed_clients": 0, "fed_accuracy_client_mean": None, "fed_accuracy_worst10": None}
+    k = max(1, len(accs) // 10)
+    return {
+        "fed_clients": len(accs),
+        "fed_accuracy_client_mean": float(np.mean(accs)),
+        "fed_accuracy_worst10": float(np.mean(accs[:k])),
+    }
 
 
 def _test_indices(sc: Scenario, n: int) -> np.ndarray | None:

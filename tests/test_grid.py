@@ -87,7 +87,7 @@ def test_shared_global_model_is_sent_once_per_cohort(flower_run_context: Any) ->
     _, _, inner = one_round("auto", flower_run_context)
     for msg in inner.sent:
         arrays = [k for k, v in msg.content.items() if isinstance(v, ArrayRecord)]
-        assert arrays == ["0/arrays"]
+        assert arrays == ["r0"]  # one copy of the global model per cohort message
 
 
 def test_replies_are_per_client_and_answer_the_original(flower_run_context: Any) -> None:
@@ -131,3 +131,25 @@ def test_failed_client_becomes_error_reply_and_round_goes_on(flower_run_context:
 )
 def test_cohort_size(n: int, workers: int, setting: Any, k: int) -> None:
     assert cohort_size(n, workers, setting) == k
+
+
+def test_per_client_records_travel_per_client_shared_ones_once(flower_run_context: Any) -> None:
+    from flwr.app import Array, RecordDict
+
+    from fedsim.protocol import pack_request, unpack_request
+
+    shared = ArrayRecord({"w": Array(np.zeros(3, dtype=np.float32))})
+    config = ConfigRecord({"server-round": 1})
+    own = [ArrayRecord({"w": Array(np.full(3, i, dtype=np.float32))}) for i in range(3)]
+    contents = [
+        RecordDict({"arrays": shared, "config": config, "correction": own[i]}) for i in range(3)
+    ]
+    rd = pack_request(
+        round=1, kind="train", scenario_json="{}", clients=[4, 5, 6], contents=contents
+    )
+    assert len([k for k in rd if k.startswith("r")]) == 2 + 3  # shared twice-used once, own x3
+    req = unpack_request(rd)
+    for pos in range(3):
+        got = req.content_for(pos)
+        assert got["correction"]["w"].numpy().tolist() == [pos] * 3
+        assert req.record_index(pos, "arrays") == req.record_index(0, "arrays")
