@@ -24,10 +24,29 @@ class LocalPlan:
     delta: float
 
 
-def local_steps(scenario: Scenario, shard_size: int) -> int:
-    """Local steps for a shard: epochs x ceil(n / batch), capped by train.max_steps."""
+def local_epochs(scenario: Scenario, client: int | None, round: int | None) -> int:
+    """Epochs of one participation: train.epochs, or with train.min_epochs a seeded
+    draw from {min_epochs, ..., epochs} per (round, client) (system heterogeneity)."""
+    tr = scenario.train
+    if tr.min_epochs is None or client is None or round is None:
+        return tr.epochs
+    from fedsim.seeding import numpy_rng
+
+    return int(
+        numpy_rng(scenario.seed, "epochs", round, client).integers(tr.min_epochs, tr.epochs + 1)
+    )
+
+
+def local_steps(
+    scenario: Scenario, shard_size: int, client: int | None = None, round: int | None = None
+) -> int:
+    """Local steps for a shard: epochs x ceil(n / batch), capped by train.max_steps.
+
+    Without (client, round) this is the most a participation can take (the plan the
+    privacy accounting and its checks use); with them, that participation's steps.
+    """
     per_epoch = max(1, math.ceil(shard_size / scenario.train.batch_size))
-    steps = scenario.train.epochs * per_epoch
+    steps = local_epochs(scenario, client, round) * per_epoch
     if scenario.train.max_steps is not None:
         steps = min(steps, scenario.train.max_steps)
     return steps

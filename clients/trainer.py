@@ -147,13 +147,11 @@ class LocalTrainer:
         fail_at = self._fault_step(client, round, n)
         plan: LocalPlan | None = None
         sample_rate = 0.0
+        steps = local_steps(sc, n, client, round)
         if self.dp:
             plan = plan_participation(sc, n)
-            steps = plan.steps
             sample_rate = plan.sample_rate
             self._configure_dp(plan, n, client, round)
-        else:
-            steps = local_steps(sc, n)
         idx_t = torch.as_tensor(indices, dtype=torch.long)
         losses: list[float] = []
         order = torch.empty(0, dtype=torch.long)
@@ -253,7 +251,7 @@ class LocalTrainer:
         rng = numpy_rng(self.scenario.seed, "fault", round, client)
         if rng.random() >= p:
             return None
-        steps = local_steps(self.scenario, n)
+        steps = local_steps(self.scenario, n, client, round)
         return steps // 2  # mid-training: some privacy already spent
 
 

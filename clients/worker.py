@@ -20,6 +20,7 @@ from fedsim.clients.trainer import ClientFailure, LocalTrainer
 from fedsim.config import Scenario
 from fedsim.data import DatasetBundle, load_dataset
 from fedsim.protocol import ClientOutcome, CohortRequest
+from fedsim.seeding import numpy_rng
 from fedsim.shards import Shards, build_shards
 
 
@@ -64,6 +65,14 @@ class WorkerState:
         self, client: int, round: int, state: dict[str, torch.Tensor], config: dict[str, object]
     ) -> ClientOutcome:
         indices = self.shards.train[client]
+        faults = self.scenario.faults
+        seed = self.scenario.seed
+        if faults.dropout_probability > 0:
+            if numpy_rng(seed, "dropout", round, client).random() < faults.dropout_probability:
+                # Dropped before training: nothing trained, no privacy spent.
+                return ClientOutcome(
+                    client=client, error="dropped before training", extra={"dropped": 1}
+                )
         progress = [0]
         try:
             res = self.trainer.train(
@@ -80,8 +89,26 @@ class WorkerState:
             if self.trainer.dp:
                 out.privacy = self._privacy(len(indices), progress[0])
             return out
+        privacy = self._privacy(len(indices), res.steps) if self.trainer.dp else None
+        extra: dict[str, float | int] = {}
+        if faults.speed_sigma > 0 or faults.round_deadline is not None:
+            sim_seconds = res.steps * client_speed(self.scenario, client)
+            extra["sim_seconds"] = sim_seconds
+            if faults.round_deadline is not None and sim_seconds > faults.round_deadline:
+                extra["late"] = 1
+                if not faults.accept_late:
+                    # It trained (privacy spent) but its update misses the round.
+                    return ClientOutcome(
+                        client=client,
+                        error=f"late: finished at {sim_seconds:.1f} > deadline "
+                        f"{faults.round_deadline:g} simulated seconds",
+                        steps_before_error=res.steps,
+                        privacy=privacy,
+                        extra=extra,
+                    )
         return ClientOutcome(
             client=client,
+            extra=extra,
             arrays=ArrayRecord(res.state),
             metrics=MetricRecord(
                 {
@@ -90,7 +117,7 @@ class WorkerState:
                     "local_steps": res.steps,
                 }
             ),
-            privacy=self._privacy(len(indices), res.steps) if self.trainer.dp else None,
+            privacy=privacy,
         )
 
     def _privacy(self, shard_len: int, steps: int) -> dict[str, float | int]:
@@ -116,6 +143,14 @@ class WorkerState:
         )
         metrics = {"num-examples": res.num_examples, "loss": res.loss, "accuracy": res.accuracy}
         return ClientOutcome(client=client, metrics=MetricRecord(metrics))
+
+
+def client_speed(scenario: Scenario, client: int) -> float:
+    """Seconds per local step of a client: a fixed, seeded LogNormal(0, speed_sigma) draw."""
+    sigma = scenario.faults.speed_sigma
+    if sigma <= 0:
+        return 1.0
+    return float(numpy_rng(scenario.seed, "speed", client).lognormal(0.0, sigma))
 
 
 def load_scenario_data(scenario: Scenario) -> DatasetBundle:

@@ -156,6 +156,9 @@ class TrainConfig(_Section):
     """Local training on each client."""
 
     epochs: int = Field(1, ge=1, le=1000)
+    min_epochs: int | None = Field(
+        None, ge=1, description="system heterogeneity: epochs ~ U{min_epochs..epochs} per round"
+    )
     batch_size: int = Field(16, ge=1)
     lr: float = Field(0.1, gt=0.0)
     optimizer: Literal["sgd", "adam"] = "sgd"
@@ -260,9 +263,19 @@ class EvaluationConfig(_Section):
 
 
 class FaultsConfig(_Section):
-    """Injected client failures, seeded per (round, client)."""
+    """Client behaviour: dropouts, failures and stragglers, seeded per (round, client).
 
-    fail_probability: float = Field(0.0, ge=0.0, le=1.0)
+    Stragglers: each client has a fixed speed factor s ~ LogNormal(0, speed_sigma)
+    (seeded per client); a participation lasts steps * s simulated seconds. With a
+    `round_deadline`, a client finishing later is dropped from aggregation (it did
+    train, so its privacy is spent and recorded as "late"), or kept if accept_late.
+    """
+
+    dropout_probability: float = Field(0.0, ge=0.0, le=1.0, description="drops before training")
+    fail_probability: float = Field(0.0, ge=0.0, le=1.0, description="raises mid-training")
+    speed_sigma: float = Field(0.0, ge=0.0, description="spread of client speeds (lognormal)")
+    round_deadline: float | None = Field(None, gt=0.0, description="simulated seconds")
+    accept_late: bool = False
 
 
 class CheckpointConfig(_Section):
@@ -390,6 +403,11 @@ class Scenario(_Section):
                     split_noise(z, sigma_b)
                 except ValueError as exc:
                     problems.append(f"dp.adaptive_clipping: {exc}")
+        if self.train.min_epochs is not None and self.train.min_epochs > self.train.epochs:
+            problems.append(
+                f"train.min_epochs = {self.train.min_epochs}: must be <= train.epochs "
+                f"({self.train.epochs})"
+            )
         problems.extend(self._check_model())
         problems.extend(self._check_strategy())
         return problems

@@ -442,11 +442,7 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
         row: dict[str, Any] = {"round": rnd, "accuracy": None, "loss": None}
         row["train_loss"] = _finite(train_metrics, "train_loss")
         row.update(_epsilon_row(state, sc))
-        row["clients_trained"] = sum(1 for o in report.outcomes if o.error is None)
-        row["clients_failed"] = sum(1 for o in report.outcomes if o.error is not None)
-        row["failures"] = [
-            {"client": o.client, "error": o.error} for o in report.outcomes if o.error
-        ]
+        row.update(_client_counts(report))
         last = rnd == sc.rounds
         every = sc.evaluation.every
         if sc.evaluation.federated_fraction > 0 and ((every and rnd % every == 0) or last):
@@ -568,6 +564,23 @@ def _budget_stop(sc: Scenario, state: _ServerState, strategy: Any, vgrid: Any) -
     return None
 
 
+def _client_counts(report: RoundReport) -> dict[str, Any]:
+    """What happened to the sampled clients: trained, dropped, late, failed (with errors)."""
+    outs = report.outcomes
+    dropped = [o for o in outs if o.extra.get("dropped")]
+    late = [o for o in outs if o.error is not None and o.extra.get("late")]
+    failed = [o for o in outs if o.error is not None and o not in dropped and o not in late]
+    sim = [float(o.extra["sim_seconds"]) for o in outs if "sim_seconds" in o.extra]
+    return {
+        "clients_trained": sum(1 for o in outs if o.error is None),
+        "clients_failed": len(failed),
+        "clients_dropped": len(dropped),
+        "clients_late": len(late),
+        "sim_round_seconds": max(sim) if sim else None,
+        "failures": [{"client": o.client, "error": o.error} for o in failed],
+    }
+
+
 def _fairness(report: RoundReport) -> dict[str, Any]:
     """Per-client view of federated evaluation: unweighted mean and worst decile.
 
@@ -617,13 +630,12 @@ def _record_privacy(state: _ServerState, report: RoundReport, sizes: np.ndarray)
             state.mismatches += 1
         if o.error is not None:
             extra["error"] = o.error
+        status = "trained"
+        if o.error is not None:
+            status = "late" if o.extra.get("late") else "failed"
         state.ledger_lines += 1
         state.ledger.record(
-            round=report.round,
-            client=o.client,
-            event=event,
-            status="failed" if o.error is not None else "trained",
-            **extra,
+            round=report.round, client=o.client, event=event, status=status, **extra
         )
 
 

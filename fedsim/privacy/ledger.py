@@ -68,7 +68,8 @@ SAMPLE_LEVEL = "sample"
 USER_LEVEL = "user"
 
 #: Allowed ``status`` values. A client that trained and then failed still spent privacy.
-STATUSES: tuple[str, ...] = ("trained", "failed")
+#: "late": trained past the round deadline, update discarded, privacy spent all the same.
+STATUSES: tuple[str, ...] = ("trained", "failed", "late")
 
 #: How clients were sampled for a user-level release.
 USER_SAMPLINGS: tuple[str, ...] = ("poisson", "fixed")
