@@ -154,12 +154,17 @@ def client_speed(scenario: Scenario, client: int) -> float:
 
 
 def load_scenario_data(scenario: Scenario) -> DatasetBundle:
-    """The scenario's dataset (cached per process by fedsim.data)."""
-    return load_dataset(
+    """The scenario's dataset (cached per process by fedsim.data), with its audit canaries."""
+    bundle = load_dataset(
         scenario.data.name,
         seed=scenario.seed,
         **scenario.data.loader_options(scenario.population),
     )
+    if scenario.audit.canaries:
+        from fedsim.canaries import with_canaries
+
+        bundle = with_canaries(bundle, scenario.audit.canaries, scenario.seed)
+    return bundle
 
 
 def _describe(exc: BaseException) -> str:

@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     audit_p.add_argument(
         "--accountants", default=None, help="comma-separated, e.g. rdp,prv,pld (default: all)"
     )
+    audit_p.add_argument(
+        "--empirical",
+        action="store_true",
+        help="the canary audit's empirical epsilon beside the accountant's",
+    )
     audit_p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
     report_p = sub.add_parser("report", help="write report.html and PNGs for runs")
@@ -163,6 +168,10 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
+    if args.empirical:
+        from fedsim.empirical.verdict import empirical_command
+
+        return empirical_command(str(args.run_dir), as_json=args.json)
     from fedsim.audit import audit_command
 
     return audit_command(str(args.run_dir), as_json=args.json, accountants=args.accountants)

@@ -278,6 +278,13 @@ class FaultsConfig(_Section):
     accept_late: bool = False
 
 
+class AuditConfig(_Section):
+    """Empirical privacy audit run alongside training (one-run, example level)."""
+
+    canaries: int = Field(0, ge=0, le=100_000, description="canary examples (0 = off)")
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+
+
 class CheckpointConfig(_Section):
     every: int = Field(1, ge=0, description="checkpoint every N rounds (0 = never)")
 
@@ -299,6 +306,7 @@ class Scenario(_Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     faults: FaultsConfig = FaultsConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    audit: AuditConfig = AuditConfig()
 
     # ------------------------------------------------------------------ derived
     @property
@@ -407,6 +415,11 @@ class Scenario(_Section):
             problems.append(
                 f"train.min_epochs = {self.train.min_epochs}: must be <= train.epochs "
                 f"({self.train.epochs})"
+            )
+        if self.audit.canaries and self.dp.mode == "user":
+            problems.append(
+                "audit.canaries: example canaries audit sample-level DP; with dp.mode = "
+                "'user' use dp.mode = 'sample' or 'off', or set audit.canaries = 0"
             )
         problems.extend(self._check_model())
         problems.extend(self._check_strategy())

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedsim.canaries import CanaryDataset, add_to_shards
+from fedsim.canaries import canary_plan as make_canary_plan
 from fedsim.config import OWN_PARTITIONS, Scenario
 from fedsim.data import DatasetBundle, flwr_partition, partition_indices
 from fedsim.seeding import numpy_rng
@@ -34,9 +36,17 @@ def build_shards(scenario: Scenario, bundle: DatasetBundle) -> Shards:
     shard (a seeded choice, at least one sample) for evaluating the global model.
     """
     data = scenario.data
+    train_set = bundle.train
+    canary_plan = None
+    if isinstance(train_set, CanaryDataset):
+        # Canaries are not data to partition: they go to their seeded owners below.
+        canary_plan = make_canary_plan(
+            scenario.audit.canaries, scenario.population, len(train_set.base), scenario.seed
+        )
+        train_set = train_set.base
     if data.partition in OWN_PARTITIONS and data.partition_backend == "fedsim":
         parts = partition_indices(
-            bundle.train,
+            train_set,
             method=data.partition,
             num_clients=scenario.population,
             seed=scenario.seed,
@@ -49,14 +59,15 @@ def build_shards(scenario: Scenario, bundle: DatasetBundle) -> Shards:
             options.setdefault("alpha", data.alpha)
             options.setdefault("min_partition_size", data.min_partition_size)
         parts = flwr_partition(
-            bundle.train,
+            train_set,
             method=data.partition,
             num_clients=scenario.population,
             seed=scenario.seed,
             **options,
         )
     if scenario.evaluation.federated_fraction <= 0.0:
-        return Shards(train=parts, holdout=[np.empty(0, dtype=np.int64)] * len(parts))
+        train = parts if canary_plan is None else add_to_shards(parts, canary_plan)
+        return Shards(train=train, holdout=[np.empty(0, dtype=np.int64)] * len(parts))
     train, holdout = [], []
     for cid, part in enumerate(parts):
         rng = numpy_rng(scenario.seed, "holdout", cid)
@@ -64,4 +75,6 @@ def build_shards(scenario: Scenario, bundle: DatasetBundle) -> Shards:
         perm = rng.permutation(len(part))
         holdout.append(np.sort(part[perm[:n_out]]))
         train.append(np.sort(part[perm[n_out:]]))
+    if canary_plan is not None:
+        train = add_to_shards(train, canary_plan)
     return Shards(train=train, holdout=holdout)

@@ -479,6 +479,35 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
             )
         state.progress.update(row)
     state.final_state = {k: v.clone() for k, v in arrays.to_torch_state_dict().items()}
+    if sc.audit.canaries and not state.interrupted:
+        model.load_state_dict(state.final_state)
+        _write_canary_audit(sc, state, model, bundle)
+
+
+def _write_canary_audit(sc: Scenario, state: _ServerState, model: Any, bundle: Any) -> None:
+    """Score the canaries with the final model and write empirical_audit.json.
+
+    The guesses use a few (k+, k-) choices fixed in advance; best_lower_bound pays
+    for trying several with a union bound, so the stated confidence holds.
+    """
+    from fedsim.canaries import canary_plan, canary_scores
+    from fedsim.empirical.one_run import best_lower_bound
+
+    m = sc.audit.canaries
+    offset = len(bundle.train.base)
+    plan = canary_plan(m, sc.population, offset, sc.seed)
+    scores = canary_scores(model, bundle.train, offset)
+    ks = sorted({max(1, m // d) for d in (20, 10, 4)})
+    result = best_lower_bound(
+        scores, plan.included, confidence=sc.audit.confidence, k_values=[(k, k) for k in ks]
+    )
+    eps = _epsilon_summary(state, sc)
+    result["claimed_epsilon"] = eps["max"] if eps else None
+    result["claimed_delta"] = sc.dp.delta if sc.dp.mode != "off" else None
+    result["included"] = int(plan.included.sum())
+    claimed = result["claimed_epsilon"]
+    result["violation"] = bool(claimed is not None and result["epsilon_lower_bound"] > claimed)
+    state.rundir.write_json(state.rundir.path / "empirical_audit.json", result)
 
 
 def _planned_event(sc: Scenario, shard_size: int) -> PrivacyEvent:

@@ -19,6 +19,7 @@ def serve(tmp_path: Path, **overrides: Any) -> _ServerState:
     sc = small_scenario(**overrides)
     rundir = RunDir(tmp_path / "run")
     rundir.create()
+    rundir.write_text(rundir.scenario, sc.to_toml())
     state = _ServerState(sc, rundir, RunProgress(sc, enabled=False))
     try:
         _server_loop(InProcessGrid(nodes=8), sc, state)

@@ -1,0 +1,109 @@
+"""`fedsim audit RUN_DIR --empirical`: the empirical bound beside the accountant's epsilon.
+
+Reads only the run directory: `empirical_audit.json` (written at the end of a run
+with `audit.canaries`), `privacy_ledger.jsonl` and `scenario.toml`. The claimed
+epsilon is recomputed from the ledger (never taken from a stored number).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+EXIT_CLEAN, EXIT_VIOLATION, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class EmpiricalInputError(ValueError):
+    """The run directory lacks what the empirical audit needs."""
+
+
+def empirical_verdict(run_dir: Path) -> dict[str, Any]:
+    """The empirical audit of a run, checked against the recomputed claimed epsilon.
+
+    Raises:
+        EmpiricalInputError: no empirical_audit.json (run without audit.canaries), or an
+            unreadable file (named in the message).
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "empirical_audit.json"
+    if not path.is_file():
+        raise EmpiricalInputError(
+            f"{path} not found: the run had no canaries; rerun with --set audit.canaries=1000"
+        )
+    try:
+        audit = json.loads(path.read_text(encoding="utf-8"))
+        scenario = tomllib.loads((run_dir / "scenario.toml").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EmpiricalInputError(f"{run_dir}: unreadable audit input ({exc})") from exc
+    claimed = _claimed_epsilon(run_dir, scenario)
+    bound = float(audit["epsilon_lower_bound"])
+    return {
+        "method": audit.get("method", "one_run"),
+        "kind": "lower bound" if audit.get("method", "one_run") == "one_run" else "estimate",
+        "epsilon_lower_bound": bound,
+        "confidence": audit.get("confidence"),
+        "canaries": audit.get("canaries"),
+        "included": audit.get("included"),
+        "guesses": audit.get("guesses"),
+        "correct": audit.get("correct"),
+        "claimed_epsilon": claimed,
+        "delta": scenario.get("dp", {}).get("delta") if claimed is not None else None,
+        "violation": claimed is not None and bound > claimed,
+        "note": (
+            "DP is off: nothing is claimed; the bound measures leakage"
+            if claimed is None
+            else "a lower bound above the claimed epsilon means the implementation "
+            "does not deliver its guarantee"
+        ),
+    }
+
+
+def _claimed_epsilon(run_dir: Path, scenario: dict[str, Any]) -> float | None:
+    dp = scenario.get("dp", {})
+    if dp.get("mode", "off") == "off":
+        return None
+    from fedsim.privacy import PrivacyLedger
+
+    ledger_path = run_dir / "privacy_ledger.jsonl"
+    if not ledger_path.is_file() or ledger_path.stat().st_size == 0:
+        return 0.0
+    ledger = PrivacyLedger.load(ledger_path, delta=dp["delta"], accountant=dp["accountant"])
+    return ledger.summary(int(scenario["population"]))["max"]
+
+
+def empirical_command(run_dir: str, *, as_json: bool, console: Console | None = None) -> int:
+    """Print the empirical audit; exit 0 clean, 1 violation, 2 unreadable input."""
+    console = console or Console()
+    try:
+        verdict = empirical_verdict(Path(run_dir))
+    except (EmpiricalInputError, ValueError) as exc:
+        Console(stderr=True).print(f"error: {exc}", markup=False, highlight=False)
+        return EXIT_BAD_INPUT
+    if as_json:
+        print(json.dumps(verdict, indent=2))
+    else:
+        table = Table(title=f"empirical privacy audit ({verdict['method']}, example level)")
+        table.add_column("quantity")
+        table.add_column("value", justify="right")
+        rows = [
+            ("claimed epsilon (accountant, max over clients)", _f(verdict["claimed_epsilon"])),
+            (f"empirical epsilon {verdict['kind']}", _f(verdict["epsilon_lower_bound"])),
+            ("confidence", _f(verdict["confidence"])),
+            ("canaries (included)", f"{verdict['canaries']} ({verdict['included']})"),
+            ("guesses / correct", f"{verdict['guesses']} / {verdict['correct']}"),
+            ("verdict", "VIOLATION" if verdict["violation"] else "consistent"),
+        ]
+        for name, value in rows:
+            table.add_row(name, value)
+        console.print(table)
+        console.print(verdict["note"])
+    return EXIT_VIOLATION if verdict["violation"] else EXIT_CLEAN
+
+
+def _f(value: Any) -> str:
+    return "-" if value is None else f"{value:.4g}"
