@@ -9,8 +9,13 @@ from typing import Any
 
 from fedsim.data._checks import check_int
 from fedsim.data.base import DatasetBundle
+from fedsim.data.cifar import load_cifar10
 from fedsim.data.digits import load_digits
 from fedsim.data.errors import DataError
+from fedsim.data.femnist import load_femnist
+from fedsim.data.hub import load_hub_dataset
+from fedsim.data.idx import load_fashion_mnist, load_mnist
+from fedsim.data.mnist1d import load_mnist1d
 from fedsim.data.shakespeare import load_shakespeare
 from fedsim.data.synthetic import load_synthetic
 
@@ -20,6 +25,14 @@ DATASETS: dict[str, Loader] = {
     "digits": load_digits,
     "shakespeare": load_shakespeare,
     "synthetic": load_synthetic,
+    # Offline-first loaders: read local files under `root` (or generate, for mnist1d).
+    "mnist": load_mnist,
+    "fashion_mnist": load_fashion_mnist,
+    "cifar10": load_cifar10,
+    "femnist": load_femnist,
+    "mnist1d": load_mnist1d,
+    # Hugging Face datasets: `dataset=` hub id (online) or `root=` a save_to_disk copy.
+    "hub": load_hub_dataset,
 }
 
 # Bundles are large (shakespeare ~10 MB, synthetic with many devices far more); a few distinct
