@@ -1,0 +1,300 @@
+"""Reading what the audit trusts: a run directory's scenario and privacy ledger.
+
+The audit recomputes every epsilon from ``scenario.toml`` and ``privacy_ledger.jsonl``;
+``summary.json`` is read only to cross-check what the run claimed (noise RNG, stored
+epsilon summary). Anything unreadable raises :class:`AuditInputError`: nothing is
+skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedsim.audit.errors import AuditInputError
+from fedsim.config import Scenario, ScenarioError
+from fedsim.privacy import ACCOUNTANTS, LedgerError, PrivacyError, PrivacyEvent, read_ledger
+
+SCENARIO_FILE = "scenario.toml"
+LEDGER_FILE = "privacy_ledger.jsonl"
+SUMMARY_FILE = "summary.json"
+
+SAMPLE_LEVEL = "sample"
+USER_LEVEL = "user"
+
+#: Fields a user-level (DP-FedAvg) ledger line must carry. ``read_ledger`` passes those
+#: lines through unchecked, so the audit validates them itself.
+USER_KEYS: tuple[str, ...] = (
+    "round",
+    "level",
+    "status",
+    "noise_multiplier",
+    "sample_rate",
+    "steps",
+    "max_grad_norm",
+    "delta",
+    "accountant",
+    "epsilon",
+    "sampling",
+    "clients_sampled",
+)
+USER_SAMPLINGS: tuple[str, ...] = ("poisson", "fixed")
+#: The server writes "released"; the others are accepted for hand-written ledgers.
+USER_STATUSES: tuple[str, ...] = ("released", "trained", "failed")
+
+PLD_INSTALL_HINT = "pip install 'fedsim[audit]'"
+
+
+@dataclass(frozen=True)
+class LedgerLine:
+    """One ledger line and its 1-based line number in the file."""
+
+    line_no: int
+    record: dict[str, Any]
+
+    @property
+    def level(self) -> str:
+        return str(self.record["level"])
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """Everything read from one run directory.
+
+    Attributes:
+        run_dir: The directory.
+        scenario: The resolved scenario the run wrote.
+        lines: Every ledger line in file order (empty without a ledger file).
+        ledger_present: Whether ``privacy_ledger.jsonl`` exists.
+        summary: ``summary.json`` as a dict, or None when the file is absent (a run
+            that was killed before its end).
+    """
+
+    run_dir: Path
+    scenario: Scenario
+    lines: list[LedgerLine]
+    ledger_present: bool
+    summary: dict[str, Any] | None
+
+    def level(self, level: str) -> list[LedgerLine]:
+        """The lines of one level (``"sample"`` or ``"user"``), in file order."""
+        return [line for line in self.lines if line.level == level]
+
+
+def load_run(run_dir: Path | str) -> RunInputs:
+    """Read and validate a run directory.
+
+    Raises:
+        AuditInputError: a missing directory or file, a bad scenario, an unreadable
+            ``summary.json``, or a corrupt / truncated / invalid ledger line (the
+            message and ``line_no`` name the line).
+    """
+    path = Path(run_dir)
+    if not path.exists():
+        raise AuditInputError(f"run directory {path} does not exist")
+    if not path.is_dir():
+        raise AuditInputError(f"{path} is not a directory (expected a fedsim run directory)")
+    scenario_path = path / SCENARIO_FILE
+    if not scenario_path.is_file():
+        raise AuditInputError(f"{scenario_path} is missing: is {path} a fedsim run directory?")
+    try:
+        scenario = Scenario.from_toml(scenario_path)
+    except ScenarioError as exc:
+        raise AuditInputError(f"bad scenario: {exc}") from exc
+
+    ledger_path = path / LEDGER_FILE
+    ledger_present = ledger_path.is_file()
+    if ledger_present:
+        lines = _read_lines(ledger_path)
+    elif scenario.dp.mode != "off":
+        raise AuditInputError(
+            f"{ledger_path} is missing, but the scenario has dp.mode = {scenario.dp.mode!r}: "
+            "without the ledger there is nothing to audit"
+        )
+    else:
+        lines = []
+    summary = _read_summary(path / SUMMARY_FILE)
+    return RunInputs(
+        run_dir=path,
+        scenario=scenario,
+        lines=lines,
+        ledger_present=ledger_present,
+        summary=summary,
+    )
+
+
+def _read_lines(path: Path) -> list[LedgerLine]:
+    try:
+        records = read_ledger(path)
+    except LedgerError as exc:
+        raise AuditInputError(f"corrupt ledger: {exc}", line_no=exc.line_no) from exc
+    except OSError as exc:
+        raise AuditInputError(f"cannot read {path}: {exc.strerror}") from exc
+    # read_ledger returns one record per line (it raises on empty lines), so the
+    # position in the list is the line number.
+    lines = [LedgerLine(line_no=i, record=r) for i, r in enumerate(records, start=1)]
+    for line in lines:
+        if line.level == USER_LEVEL:
+            _check_user_line(line, path)
+    return lines
+
+
+def _check_user_line(line: LedgerLine, path: Path) -> None:
+    """Validate a user-level line as strictly as read_ledger validates sample lines."""
+    rec = line.record
+
+    def bad(message: str) -> AuditInputError:
+        return AuditInputError(
+            f"corrupt ledger: {path}, line {line.line_no}: {message}", line_no=line.line_no
+        )
+
+    missing = [key for key in USER_KEYS if key not in rec]
+    if missing:
+        raise bad(f"user-level line misses required field(s) {missing}")
+    if not _is_int(rec["round"]) or rec["round"] < 0:
+        raise bad(f"'round' must be an integer >= 0, got {rec['round']!r}")
+    if rec["status"] not in USER_STATUSES:
+        raise bad(f"'status' must be one of {USER_STATUSES}, got {rec['status']!r}")
+    if rec["accountant"] not in ACCOUNTANTS:
+        raise bad(f"'accountant' must be one of {ACCOUNTANTS}, got {rec['accountant']!r}")
+    if rec["sampling"] not in USER_SAMPLINGS:
+        raise bad(f"'sampling' must be one of {USER_SAMPLINGS}, got {rec['sampling']!r}")
+    if not _is_int(rec["clients_sampled"]) or rec["clients_sampled"] < 0:
+        raise bad(f"'clients_sampled' must be an integer >= 0, got {rec['clients_sampled']!r}")
+    clients = rec.get("clients")  # optional: the ids that took part (fixed sampling needs them)
+    if clients is not None and (
+        not isinstance(clients, list) or not all(_is_int(c) and c >= 0 for c in clients)
+    ):
+        raise bad(f"'clients' must be a list of client ids >= 0, got {clients!r}")
+    eps = rec["epsilon"]
+    if not _is_real(eps) or math.isnan(eps) or eps < 0:
+        raise bad(f"'epsilon' must be a number >= 0, got {eps!r}")
+    try:
+        event_of(rec)
+    except PrivacyError as exc:
+        raise bad(str(exc)) from exc
+
+
+def event_of(record: dict[str, Any]) -> PrivacyEvent:
+    """The mechanism a ledger line reports (validated by PrivacyEvent)."""
+    return PrivacyEvent(
+        noise_multiplier=record["noise_multiplier"],
+        sample_rate=record["sample_rate"],
+        steps=record["steps"],
+        max_grad_norm=record["max_grad_norm"],
+        delta=record["delta"],
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _read_summary(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise AuditInputError(f"cannot read {path}: {exc.strerror}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AuditInputError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise AuditInputError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def scenario_shard_sizes(scenario: Scenario) -> np.ndarray:
+    """Training shard size of every client, recomputed from the scenario's data.
+
+    The server's own plan checks use the same function, so the audit and the run
+    agree on what each client should have done.
+
+    Raises:
+        AuditInputError: the scenario's data cannot be loaded here.
+    """
+    from fedsim.clients.worker import shard_sizes  # heavy import (flwr): only when needed
+
+    try:
+        return np.asarray(shard_sizes(scenario), dtype=np.int64)
+    except Exception as exc:  # noqa: BLE001 - any loader failure means "cannot check"
+        raise AuditInputError(
+            f"cannot recompute the clients' shard sizes from the scenario's data "
+            f"({scenario.data.name!r}): {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+# --------------------------------------------------------------------------- accountants
+
+
+def dp_accounting_available() -> bool:
+    """Whether Google's dp-accounting (needed by the 'pld' accountant) is installed."""
+    return importlib.util.find_spec("dp_accounting") is not None
+
+
+def parse_accountants(text: str | None) -> list[str] | None:
+    """Split a ``--accountants rdp,prv,pld`` value; None (flag absent) stays None.
+
+    Raises:
+        AuditInputError: an empty list or an unknown / unavailable name.
+    """
+    if text is None:
+        return None
+    names = [part.strip() for part in text.split(",")]
+    if not any(names):
+        raise AuditInputError(
+            f"--accountants is empty; give a comma-separated list of {', '.join(ACCOUNTANTS)}"
+        )
+    if "" in names:
+        raise AuditInputError(f"--accountants {text!r} has an empty name between commas")
+    return check_accountants(names)
+
+
+def check_accountants(names: Sequence[str]) -> list[str]:
+    """Validate accountant names (deduplicated, order kept).
+
+    Raises:
+        AuditInputError: an unknown name (listing the allowed ones), or 'pld' without
+            dp-accounting installed.
+    """
+    if isinstance(names, str):
+        raise AuditInputError(
+            f"accountants must be a list of names, got the string {names!r}; "
+            "use parse_accountants() for 'rdp,prv'"
+        )
+    unknown = [n for n in names if n not in ACCOUNTANTS]
+    if unknown:
+        raise AuditInputError(
+            f"unknown accountant(s) {', '.join(repr(n) for n in unknown)}; "
+            f"allowed: {', '.join(ACCOUNTANTS)}"
+        )
+    if not names:
+        raise AuditInputError(f"no accountant requested; allowed: {', '.join(ACCOUNTANTS)}")
+    if "pld" in names and not dp_accounting_available():
+        raise AuditInputError(
+            "accountant 'pld' needs Google's dp-accounting, which is not installed: "
+            f"{PLD_INSTALL_HINT}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def default_accountants(scenario: Scenario) -> list[str]:
+    """The scenario's accountant, then rdp and prv, then pld when dp-accounting is there."""
+    names = [scenario.dp.accountant, "rdp", "prv"]
+    if dp_accounting_available():
+        names.append("pld")
+    return list(dict.fromkeys(names))

@@ -1,0 +1,165 @@
+"""User-level lines against the scenario's DP-FedAvg plan and the sampling accounted."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fedsim.audit.accounting import EpsilonCache
+from fedsim.audit.findings import Finding, close, violation, warning, who
+from fedsim.audit.inputs import LedgerLine
+from fedsim.audit.line_checks import check_common, check_stored
+from fedsim.audit.user import UserLevel, user_entries
+from fedsim.config import Scenario
+
+
+def check_user_lines(
+    lines: Sequence[LedgerLine],
+    scenario: Scenario,
+    user: UserLevel | None,
+    cache: EpsilonCache,
+) -> list[Finding]:
+    """Every user-level line: stored cumulative epsilon, scenario, client sampling."""
+    out: list[Finding] = []
+    mode = scenario.dp.mode
+    if lines and mode != "user":
+        out.append(
+            violation(
+                "ledger-scenario",
+                f"the ledger has {len(lines)} user-level line(s) but the scenario has "
+                f"dp.mode = {mode!r}",
+            )
+        )
+    plan = _user_plan(scenario) if lines and mode == "user" else None
+    rounds: Counter[int] = Counter()
+    for i, line in enumerate(lines):
+        rec, n = line.record, line.line_no
+        out.extend(check_common(line, scenario))
+        rounds[int(rec["round"])] += 1
+        if rounds[int(rec["round"])] == 2:
+            out.append(
+                warning(
+                    "duplicate-line",
+                    f"round {rec['round']} has more than one user-level release; each is composed",
+                    n,
+                )
+            )
+        # The stored epsilon is the population's after this release: compose 1..i.
+        out.extend(check_stored(line, user_entries(lines[: i + 1]), cache))
+        out.extend(_check_user_clients(line, scenario))
+        if rec["sampling"] == "fixed" and float(rec["sample_rate"]) < 1.0:
+            out.append(
+                violation(
+                    "client-sampling",
+                    f"{who(rec)}: accounted amplification without Poisson sampling: "
+                    f"clients were sampled fixed-size but the release is accounted with "
+                    f"sample_rate {rec['sample_rate']} < 1",
+                    n,
+                )
+            )
+        if plan is not None:
+            out.extend(_check_user_plan(line, plan))
+    rate = user.realised if user is not None else None
+    if rate is not None and not rate.within_band:
+        out.append(
+            violation(
+                "client-sampling",
+                f"Poisson client sampling: the mean fraction of clients sampled over "
+                f"{rate.releases} release(s) is {rate.observed:.6g} but the accounted rate "
+                f"is {rate.accounted:.6g} ({rate.z_score:+.2f} binomial standard deviations; "
+                f"allowed +-{rate.band_sigmas:g})",
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class _UserPlan:
+    """What the scenario prescribes for every user-level release."""
+
+    noise_multiplier: float
+    sample_rate: float
+    sampling: str
+    clip_norm: float | None  # None with adaptive clipping: it changes every round
+
+
+def _user_plan(scenario: Scenario) -> _UserPlan:
+    # Same functions the server builds DP-FedAvg with, so audit and run cannot drift.
+    from fedsim.strategies.factory import user_noise_multiplier, user_sample_rate
+
+    dp = scenario.dp
+    adaptive = bool(getattr(dp, "adaptive_clipping", False))
+    return _UserPlan(
+        noise_multiplier=float(user_noise_multiplier(scenario)),
+        sample_rate=float(user_sample_rate(scenario)),
+        sampling=str(getattr(dp, "client_sampling", "poisson")),
+        clip_norm=None if adaptive else float(dp.max_grad_norm),
+    )
+
+
+def _check_user_plan(line: LedgerLine, plan: _UserPlan) -> list[Finding]:
+    rec = line.record
+    problems = []
+    if not close(float(rec["noise_multiplier"]), plan.noise_multiplier):
+        problems.append(
+            f"noise_multiplier {rec['noise_multiplier']!r} != planned {plan.noise_multiplier!r}"
+        )
+    if plan.clip_norm is not None and not close(float(rec["max_grad_norm"]), plan.clip_norm):
+        problems.append(
+            f"clip norm {rec['max_grad_norm']!r} != dp.max_grad_norm {plan.clip_norm!r}"
+        )
+    if int(rec["steps"]) != 1:
+        problems.append(f"steps {rec['steps']} != 1 (one release per round)")
+    out = []
+    if problems:
+        out.append(violation("plan-mismatch", f"{who(rec)}: " + "; ".join(problems), line.line_no))
+    if rec["sampling"] != plan.sampling or not close(float(rec["sample_rate"]), plan.sample_rate):
+        out.append(
+            violation(
+                "client-sampling",
+                f"{who(rec)}: accounted {rec['sampling']} sampling at rate "
+                f"{rec['sample_rate']!r}, but the scenario samples {plan.sampling} at "
+                f"{plan.sample_rate!r} (clients_per_round / population for Poisson, 1 "
+                "for fixed-size)",
+                line.line_no,
+            )
+        )
+    return out
+
+
+def _check_user_clients(line: LedgerLine, scenario: Scenario) -> list[Finding]:
+    rec, n = line.record, line.line_no
+    out = []
+    if int(rec["clients_sampled"]) > scenario.population:
+        out.append(
+            violation(
+                "ledger-scenario",
+                f"{who(rec)}: {rec['clients_sampled']} clients sampled, more than the "
+                f"population {scenario.population}",
+                n,
+            )
+        )
+    clients = rec.get("clients")
+    if clients is None:
+        return out
+    if len(clients) != int(rec["clients_sampled"]):
+        out.append(
+            violation(
+                "ledger-scenario",
+                f"{who(rec)}: clients_sampled = {rec['clients_sampled']} but the line "
+                f"lists {len(clients)} client(s)",
+                n,
+            )
+        )
+    outside = sorted({int(c) for c in clients if int(c) >= scenario.population})
+    if outside:
+        out.append(
+            violation(
+                "ledger-scenario",
+                f"{who(rec)}: client(s) {outside[:5]} outside the population "
+                f"0..{scenario.population - 1}",
+                n,
+            )
+        )
+    return out
