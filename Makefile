@@ -6,7 +6,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fedsim-installed
 
-.PHONY: demo test test-fast lint install clean
+.PHONY: demo test test-fast lint install clean results
+
+SCENARIOS := quickstart digits_dp digits_user_dp synthetic shakespeare_lstm
 
 install: $(STAMP)
 
@@ -33,6 +35,13 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check fedsim strategies clients tests benchmarks scenarios
+
+# The README's results table: every shipped scenario, then one table of their summaries.
+results: $(STAMP)
+	for s in $(SCENARIOS); do \
+		$(VENV)/bin/fedsim run scenarios/$$s.toml --out runs/$$s --overwrite --quiet || exit 1; \
+	done
+	$(VENV)/bin/fedsim results $(addprefix runs/,$(SCENARIOS))
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -73,6 +73,9 @@ class WorkerState:
                 return ClientOutcome(
                     client=client, error="dropped before training", extra={"dropped": 1}
                 )
+        crash = faults.crash_worker_at
+        if crash is not None and list(crash) == [round, client]:
+            os._exit(17)  # a worker process dying mid-round, as an OOM kill would
         progress = [0]
         try:
             res = self.trainer.train(
@@ -106,6 +109,10 @@ class WorkerState:
                         privacy=privacy,
                         extra=extra,
                     )
+        if faults.nan_probability > 0:
+            if numpy_rng(seed, "nan", round, client).random() < faults.nan_probability:
+                first = next(iter(res.state))
+                res.state[first] = torch.full_like(res.state[first], float("nan"))
         return ClientOutcome(
             client=client,
             extra=extra,

@@ -276,6 +276,12 @@ class FaultsConfig(_Section):
     speed_sigma: float = Field(0.0, ge=0.0, description="spread of client speeds (lognormal)")
     round_deadline: float | None = Field(None, gt=0.0, description="simulated seconds")
     accept_late: bool = False
+    nan_probability: float = Field(
+        0.0, ge=0.0, le=1.0, description="client returns NaN weights (tests rejection)"
+    )
+    crash_worker_at: list[int] | None = Field(
+        None, description="[round, client]: the worker process dies on that client (tests)"
+    )
 
 
 class AuditConfig(_Section):

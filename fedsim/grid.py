@@ -16,7 +16,8 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from flwr.app import Error, Message, RecordDict
+import numpy as np
+from flwr.app import ArrayRecord, Error, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedsim.protocol import ClientOutcome, pack_request, unpack_reply
@@ -34,6 +35,20 @@ class RoundReport:
     outcomes: list[ClientOutcome]
     cohorts: int
     cohort_errors: list[str]
+
+
+# Cohorts refused because their worker was restarting are sent again (with backoff).
+RETRIES = 3
+RETRY_WAIT = 1.0
+
+
+def _not_started(reason: str) -> bool:
+    """The cohort's worker was unavailable (restarting after a crash).
+
+    Whatever the lost attempt computed was never released, so sending the cohort
+    again releases each client's update once, as the accounting assumes.
+    """
+    return "ActorUnavailableError" in reason
 
 
 class RunStopped(RuntimeError):
@@ -158,8 +173,38 @@ class VirtualClientGrid(Grid):
                 f"{len(cohorts)} cohorts but only {len(nodes)} supernodes; "
                 "the simulation was started with too few supernodes"
             )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        by_id: dict[str, list[Message]] = {}
+        replies: dict[str, Message] = {}
+        pending = list(zip(cohorts, nodes, strict=False))
+        for attempt in range(RETRIES + 1):
+            sent = self._send(kind, pending)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            got = self._collect(set(sent), left)
+            by_id.update(sent)
+            replies.update(got)
+            # A worker that is restarting never started the cohort: nothing was trained
+            # or released, so sending it again is safe for privacy and for results.
+            retry = [
+                (cohort, nodes[i % len(nodes)])
+                for i, (mid, cohort) in enumerate(sent.items())
+                if mid in got and got[mid].has_error() and _not_started(got[mid].error.reason)
+            ]
+            if not retry or attempt == RETRIES:
+                break
+            for mid, cohort in list(sent.items()):
+                if any(cohort is c for c, _ in retry):
+                    by_id.pop(mid)
+                    replies.pop(mid, None)
+            time.sleep(RETRY_WAIT * (attempt + 1))
+            pending = retry
+        return self._unpack(kind, by_id, replies, len(cohorts))
+
+    def _send(
+        self, kind: str, pending: list[tuple[list[Message], int]]
+    ) -> dict[str, list[Message]]:
         outgoing = []
-        for cohort, node in zip(cohorts, nodes, strict=False):
+        for cohort, node in pending:
             content = pack_request(
                 round=self.current_round,
                 kind=kind,
@@ -173,9 +218,7 @@ class VirtualClientGrid(Grid):
                 )
             )
         sent_ids = list(self.inner.push_messages(outgoing))
-        by_id = dict(zip(sent_ids, cohorts, strict=True))
-        replies = self._collect(set(sent_ids), timeout)
-        return self._unpack(kind, by_id, replies, len(cohorts))
+        return dict(zip(sent_ids, [c for c, _ in pending], strict=True))
 
     def _collect(self, ids: set[str], timeout: float | None) -> dict[str, Message]:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -218,6 +261,11 @@ class VirtualClientGrid(Grid):
             for msg in cohort:
                 cid = int(msg.metadata.dst_node_id)
                 o = by_client.get(cid) or ClientOutcome(client=cid, error="missing from reply")
+                if o.error is None and o.arrays is not None and not _all_finite(o.arrays):
+                    # Never aggregated: one NaN would poison the global model. The client
+                    # did train, so its privacy event stays for the ledger.
+                    o.error = "rejected: update has non-finite values (NaN/inf)"
+                    o.arrays = None
                 outcomes.append(o)
                 if o.error is not None:
                     out.append(Message(Error(code=CLIENT_ERROR_CODE, reason=o.error), reply_to=msg))
@@ -234,6 +282,10 @@ class VirtualClientGrid(Grid):
             RoundReport(kind, self.current_round, outcomes, n_cohorts, cohort_errors)
         )
         return out
+
+
+def _all_finite(arrays: ArrayRecord) -> bool:
+    return all(bool(np.isfinite(a.numpy()).all()) for a in arrays.values())
 
 
 def cohorts_message_type(msg: Message) -> str:

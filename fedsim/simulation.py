@@ -347,7 +347,14 @@ def num_supernodes(scenario: Scenario) -> int:
 def backend_config(scenario: Scenario) -> dict[str, Any]:
     """Flower's Ray backend config: workers as actors, Ray kept local unless asked."""
     b = scenario.backend
-    resources = {"num_cpus": b.cpus_per_worker, "num_gpus": b.gpus_per_worker}
+    resources = {
+        "num_cpus": b.cpus_per_worker,
+        "num_gpus": b.gpus_per_worker,
+        # Flower passes these to the actors' .options(): a worker process that dies
+        # (OOM kill, segfault) is restarted for the next round instead of failing
+        # every later cohort sent to it.
+        "max_restarts": 5,
+    }
     if b.ray_address:
         init_args: dict[str, Any] = {"address": b.ray_address}
     else:
@@ -643,8 +650,22 @@ def _record_privacy(state: _ServerState, report: RoundReport, sizes: np.ndarray)
     if state.ledger is None:
         return
     for o in report.outcomes:
+        if o.privacy is None and o.error is not None and o.error.startswith("cohort failed"):
+            if state.scenario.dp.mode != "sample":
+                continue
+            # The worker was lost mid-round: how far this client trained is unknown, so
+            # it is charged its whole planned participation (an upper bound).
+            planned = _planned_event(state.scenario, int(sizes[o.client]))
+            o.privacy = {
+                "noise_multiplier": planned.noise_multiplier,
+                "sample_rate": planned.sample_rate,
+                "steps": planned.steps,
+                "max_grad_norm": planned.max_grad_norm,
+                "delta": planned.delta,
+            }
+            o.error += " (privacy charged as the planned participation: an upper bound)"
         if o.privacy is None:
-            continue  # dropped before training, or the whole cohort was lost
+            continue  # dropped before training
         event = PrivacyEvent(
             noise_multiplier=float(o.privacy["noise_multiplier"]),
             sample_rate=float(o.privacy["sample_rate"]),
