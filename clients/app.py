@@ -19,8 +19,22 @@ def handle_cohort(msg: Message) -> Message:
     start = time.perf_counter()
     req = unpack_request(msg.content)
     outcomes = worker_state(req.scenario_json).run_cohort(req)
-    reply = pack_reply(outcomes, worker=os.getpid(), seconds=time.perf_counter() - start)
+    reply = pack_reply(
+        outcomes, worker=os.getpid(), node=_node_id(), seconds=time.perf_counter() - start
+    )
     return Message(reply, reply_to=msg)
+
+
+def _node_id() -> str:
+    """The Ray node this worker runs on ("local" outside Ray): where the work ran."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return str(ray.get_runtime_context().get_node_id())
+    except Exception:  # noqa: BLE001 - bookkeeping only; never fail a cohort for it
+        pass
+    return "local"
 
 
 @app.train()

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import ArrayRecord, Error, Message, RecordDict
@@ -35,6 +35,7 @@ class RoundReport:
     outcomes: list[ClientOutcome]
     cohorts: int
     cohort_errors: list[str]
+    nodes: list[str] = field(default_factory=list)  # Ray node of each answered cohort
 
 
 # Cohorts refused because their worker was restarting are sent again (with backoff).
@@ -244,6 +245,7 @@ class VirtualClientGrid(Grid):
         out: list[Message] = []
         outcomes: list[ClientOutcome] = []
         cohort_errors: list[str] = []
+        nodes: list[str] = []
         for cohort_id, cohort in by_id.items():
             reply = replies.get(cohort_id)
             if reply is None or reply.has_error():
@@ -256,7 +258,8 @@ class VirtualClientGrid(Grid):
                     outcomes.append(ClientOutcome(client=cid, error=f"cohort failed: {reason}"))
                     out.append(Message(Error(code=CLIENT_ERROR_CODE, reason=reason), reply_to=msg))
                 continue
-            client_outcomes, _ = unpack_reply(reply.content)
+            client_outcomes, info = unpack_reply(reply.content)
+            nodes.append(info["node"])
             by_client = {o.client: o for o in client_outcomes}
             for msg in cohort:
                 cid = int(msg.metadata.dst_node_id)
@@ -279,7 +282,7 @@ class VirtualClientGrid(Grid):
         outcomes.sort(key=lambda o: o.client)
         out.sort(key=lambda m: m.metadata.src_node_id)
         self.reports.append(
-            RoundReport(kind, self.current_round, outcomes, n_cohorts, cohort_errors)
+            RoundReport(kind, self.current_round, outcomes, n_cohorts, cohort_errors, nodes)
         )
         return out
 

@@ -6,7 +6,7 @@ Request (server -> worker), one RecordDict per cohort:
   "r<i>"            each distinct record once: the global model shared by every client is
                     sent once per cohort, a per-client record (SCAFFOLD) once per client.
 Reply (worker -> server):
-  "fedsim.cohort"   ConfigRecord: clients, worker pid, seconds
+  "fedsim.cohort"   ConfigRecord: clients, worker pid, Ray node id, seconds
   "c<id>/arrays"    ArrayRecord of client id's update (train only)
   "c<id>/metrics"   MetricRecord (num-examples, losses, accuracy)
   "c<id>/privacy"   ConfigRecord: the client's privacy event (DP runs)
@@ -119,7 +119,9 @@ def unpack_request(rd: RecordDict) -> CohortRequest:
     )
 
 
-def pack_reply(outcomes: list[ClientOutcome], *, worker: int, seconds: float) -> RecordDict:
+def pack_reply(
+    outcomes: list[ClientOutcome], *, worker: int, seconds: float, node: str = "local"
+) -> RecordDict:
     """Pack the outcomes of a cohort into one reply."""
     rd = RecordDict()
     for out in outcomes:
@@ -137,7 +139,12 @@ def pack_reply(outcomes: list[ClientOutcome], *, worker: int, seconds: float) ->
         if out.extra:
             rd[prefix + "extra"] = ConfigRecord(out.extra)
     rd[COHORT_KEY] = ConfigRecord(
-        {"clients": [o.client for o in outcomes], "worker": int(worker), "seconds": seconds}
+        {
+            "clients": [o.client for o in outcomes],
+            "worker": int(worker),
+            "node": node,
+            "seconds": seconds,
+        }
     )
     return rd
 
@@ -162,4 +169,9 @@ def unpack_reply(rd: RecordDict) -> tuple[list[ClientOutcome], dict[str, Any]]:
         if prefix + "extra" in rd:
             out.extra = dict(rd[prefix + "extra"])
         outcomes.append(out)
-    return outcomes, {"worker": int(meta["worker"]), "seconds": float(meta["seconds"])}
+    info = {
+        "worker": int(meta["worker"]),
+        "node": str(meta.get("node", "local")),
+        "seconds": float(meta["seconds"]),
+    }
+    return outcomes, info

@@ -450,6 +450,7 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
         row["train_loss"] = _finite(train_metrics, "train_loss")
         row.update(_epsilon_row(state, sc))
         row.update(_client_counts(report))
+        row["ray_nodes"] = sorted(set(report.nodes))
         last = rnd == sc.rounds
         every = sc.evaluation.every
         if sc.evaluation.federated_fraction > 0 and ((every and rnd % every == 0) or last):
