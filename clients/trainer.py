@@ -76,7 +76,36 @@ class LocalTrainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         inner = _make_optimizer(scenario, params)
         self.loss_fn = nn.CrossEntropyLoss()
-        if self.dp:
+        self.grad_sample_mode = choose_grad_sample_mode(self.model, scenario.dp.grad_sample_mode)
+        self._criterion: object = self.loss_fn
+        if self.dp and self.grad_sample_mode == "ghost":
+            from opacus.grad_sample import GradSampleModuleFastGradientClipping
+            from opacus.optimizers import DPOptimizerFastGradientClipping
+            from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
+
+            # Ghost clipping: per-example gradient norms without per-example
+            # gradients (Linear/Embedding), then one backward of the clipped loss.
+            self.forward_module = GradSampleModuleFastGradientClipping(
+                self.model,
+                batch_first=True,
+                loss_reduction="mean",
+                max_grad_norm=scenario.dp.max_grad_norm,
+                use_ghost_clipping=True,
+            )
+            self.optimizer = DPOptimizerFastGradientClipping(
+                inner,
+                noise_multiplier=0.0,
+                max_grad_norm=scenario.dp.max_grad_norm,
+                expected_batch_size=scenario.train.batch_size,
+                loss_reduction="mean",
+                secure_mode=scenario.dp.secure_rng,
+            )
+            self._criterion = DPLossFastGradientClipping(
+                self.forward_module, self.optimizer, nn.CrossEntropyLoss(), "mean"
+            )
+            self._inner = inner
+            self.optimizer.attach_step_hook(self._add_proximal_grad)  # type: ignore[attr-defined]
+        elif self.dp:
             from opacus import GradSampleModule
             from opacus.optimizers import DPOptimizer
 
@@ -191,12 +220,15 @@ class LocalTrainer:
             # added to a zero sum, as the accountant counts it.
             for p in self.model.parameters():
                 if p.requires_grad:
-                    p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
+                    if self.grad_sample_mode == "ghost":
+                        p.grad = torch.zeros_like(p)
+                    else:
+                        p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
             self.optimizer.step()
             return None
         x, y = self.dataset.batch(batch_idx)
         x, y = x.to(self.device), y.to(self.device)
-        loss = self.loss_fn(self.forward_module(x), y)
+        loss = self._criterion(self.forward_module(x), y)  # type: ignore[operator]
         loss.backward()
         if not self.dp:
             self._add_proximal_grad()
@@ -253,6 +285,27 @@ class LocalTrainer:
             return None
         steps = local_steps(self.scenario, n, client, round)
         return steps // 2  # mid-training: some privacy already spent
+
+
+def choose_grad_sample_mode(model: nn.Module, setting: str) -> str:
+    """ "hooks" (per-example gradients) or "ghost" (ghost clipping) for DP-SGD.
+
+    "auto" picks ghost clipping when layers with a ghost norm (Linear, Embedding)
+    hold most of the parameters: there it skips materialising per-example gradients,
+    the bulk of DP-SGD's cost. Both clip each example to the same norm and add the
+    same noise (tests/clients/test_ghost.py compares their noiseless updates).
+    """
+    if setting != "auto":
+        return setting
+    from opacus.grad_sample import GradSampleModuleFastGradientClipping as Ghost
+
+    total = ghost = 0
+    for module in model.modules():
+        own = sum(p.numel() for p in module.parameters(recurse=False) if p.requires_grad)
+        total += own
+        if type(module) in Ghost.NORM_SAMPLERS:
+            ghost += own
+    return "ghost" if total and ghost / total >= 0.5 else "hooks"
 
 
 def _make_optimizer(scenario: Scenario, params: list[nn.Parameter]) -> torch.optim.Optimizer:

@@ -206,6 +206,9 @@ class DPConfig(_Section):
     delta: float = Field(1e-5, gt=0.0, lt=1.0)
     accountant: Literal["rdp", "prv", "gdp"] = "rdp"
     secure_rng: bool = False
+    grad_sample_mode: Literal["auto", "hooks", "ghost"] = Field(
+        "auto", description="DP-SGD clipping path; auto = ghost where Linear layers dominate"
+    )
     max_epsilon: float | None = Field(None, gt=0.0, description="per-client budget")
     # user level only
     client_sampling: Literal["poisson", "fixed"] = "poisson"

@@ -37,7 +37,7 @@ from fedsim.checkpoint import (
 )
 from fedsim.clients.dp import plan_participation
 from fedsim.clients.evaluate import evaluate
-from fedsim.clients.trainer import build_global_model
+from fedsim.clients.trainer import build_global_model, choose_grad_sample_mode
 from fedsim.clients.worker import load_scenario_data
 from fedsim.config import Scenario, ScenarioError
 from fedsim.grid import RoundReport, RunStopped, VirtualClientGrid, cohort_size
@@ -209,6 +209,7 @@ class _ServerState:
             else:
                 self.ledger = PrivacyLedger(rundir.ledger, delta=dp.delta, accountant=dp.accountant)
         self.interrupted = False
+        self.grad_sample_mode: str | None = None
         self.final_state: dict[str, torch.Tensor] = {}
         self.error: BaseException | None = None
         self.mismatches = 0
@@ -240,6 +241,7 @@ class _ServerState:
             "delta": sc.dp.delta if sc.dp.mode != "off" else None,
             "dp_mode": sc.dp.mode,
             "accountant": sc.dp.accountant if sc.dp.mode != "off" else None,
+            "grad_sample_mode": self.grad_sample_mode,
             "noise_rng": ("os-entropy" if sc.dp.secure_rng else "seeded")
             if sc.dp.mode != "off"
             else None,
@@ -393,6 +395,9 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
     sizes = shards.sizes()
     strategy = build_strategy(sc)
     model = build_global_model(sc, bundle.input_shape, bundle.num_classes)
+    if sc.dp.mode == "sample":
+        # The same rule the workers apply to the same model: recorded in the summary.
+        state.grad_sample_mode = choose_grad_sample_mode(model, sc.dp.grad_sample_mode)
     arrays = ArrayRecord(model.state_dict())
     first = 1
     if state.resume_from is not None:
