@@ -153,7 +153,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from fedsim.simulation import run
 
     result = run(scenario, args.out, overwrite=args.overwrite, progress=not args.quiet)
-    Console().print(results_table([(scenario.name, result.summary)]))
+    _wide().print(results_table([(scenario.name, result.summary)]))
     Console().print(f"run directory: {result.run_dir}")
     return EXIT_OK
 
@@ -162,7 +162,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     from fedsim.simulation import resume
 
     result = resume(args.run_dir, progress=not args.quiet)
-    Console().print(results_table([(result.summary["scenario"], result.summary)]))
+    _wide().print(results_table([(result.summary["scenario"], result.summary)]))
     Console().print(f"run directory: {result.run_dir}")
     return EXIT_OK
 
@@ -203,7 +203,7 @@ def _cmd_results(args: argparse.Namespace) -> int:
         except (OSError, json.JSONDecodeError) as exc:
             raise RunDirError(f"{path}: cannot read a run summary ({exc})") from exc
         rows.append((summary.get("scenario", run_dir.name), summary))
-    Console().print(results_table(rows))
+    _wide().print(results_table(rows))
     return EXIT_OK
 
 
@@ -215,6 +215,7 @@ def results_table(rows: list[tuple[str, dict[str, Any]]]) -> Table:
         "rounds",
         "accuracy",
         "loss",
+        "DP level",
         "epsilon max (median)",
         "delta",
         "wall s",
@@ -234,6 +235,12 @@ def results_table(rows: list[tuple[str, dict[str, Any]]]) -> Table:
             f"{s.get('wall_seconds', 0):.1f}",
         )
     return table
+
+
+def _wide() -> Console:
+    # Tables stay readable when stdout is not a terminal (rich would assume 80 columns).
+    console = Console()
+    return console if console.is_terminal else Console(width=120)
 
 
 def _fmt(value: Any) -> str:
