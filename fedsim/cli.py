@@ -150,6 +150,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     # Validate everything before importing Flower/Ray or starting anything.
     scenario = Scenario.from_toml(args.scenario, overrides=args.overrides)
+    for warning in scenario.warnings():
+        Console(stderr=True).print(f"warning: {warning}", markup=False, highlight=False)
     from fedsim.simulation import run
 
     result = run(scenario, args.out, overwrite=args.overwrite, progress=not args.quiet)

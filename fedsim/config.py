@@ -434,6 +434,22 @@ class Scenario(_Section):
         problems.extend(self._check_strategy())
         return problems
 
+    def warnings(self) -> list[str]:
+        """Settings that are allowed but probably not what a user wants."""
+        out = []
+        if self.dp.mode == "user" and self.dp.delta >= 1.0 / self.population:
+            out.append(
+                f"dp.delta = {self.dp.delta:g} >= 1/population (1/{self.population}): a "
+                "user-level guarantee with such a delta allows leaking one client outright; "
+                f"use delta < {1.0 / self.population:.2g}"
+            )
+        if self.dp.mode != "off" and self.dp.secure_rng is False:
+            out.append(
+                "dp.secure_rng = false: noise is seeded (reproducible experiments); "
+                "set it to true for a run whose guarantee you claim"
+            )
+        return out
+
     def _check_strategy(self) -> list[str]:
         from fedsim.strategies.factory import strategy_options
 
