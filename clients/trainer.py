@@ -170,6 +170,13 @@ class LocalTrainer:
         self._inner.state.clear()  # momentum / Adam moments belong to one client
         mu = float((config or {}).get("proximal-mu", 0.0) or 0.0)  # type: ignore[arg-type]
         self._prox = (mu, [p.detach().clone() for p in self.model.parameters()]) if mu > 0 else None
+        corr = (config or {}).get("correction")
+        # SCAFFOLD's c - c_i, added to every step's gradient by _add_proximal_grad.
+        self._correction = (
+            [corr[name].to(self.device, p.dtype) for name, p in self.model.named_parameters()]  # type: ignore[index]
+            if corr is not None
+            else None
+        )
         self.model.train()
         n = len(indices)
         gen = torch_generator(sc.seed, "batches", round, client)

@@ -21,7 +21,15 @@ import torch
 from flwr.app import Array, ArrayRecord
 
 # Attributes of Flower's strategies (and ours) that change from round to round.
-_STATE_ATTRS = ("current_arrays", "m_t", "v_t", "momentum_vector", "clip_norm")
+_STATE_ATTRS = (
+    "current_arrays",
+    "m_t",
+    "v_t",
+    "momentum_vector",
+    "clip_norm",
+    "c_global",
+    "c_clients_flat",
+)
 
 
 class CheckpointError(ValueError):

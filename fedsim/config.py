@@ -181,6 +181,8 @@ StrategyName = Literal[
     "krum",
     "multikrum",
     "bulyan",
+    "scaffold",
+    "fednova",
 ]
 
 
@@ -291,6 +293,9 @@ class AuditConfig(_Section):
     """Empirical privacy audit run alongside training (one-run, example level)."""
 
     canaries: int = Field(0, ge=0, le=100_000, description="canary examples (0 = off)")
+    canary_clients: int = Field(
+        0, ge=0, le=100_000, description="user level: canary clients (one-shot estimate)"
+    )
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
 
 
@@ -425,6 +430,11 @@ class Scenario(_Section):
                 f"train.min_epochs = {self.train.min_epochs}: must be <= train.epochs "
                 f"({self.train.epochs})"
             )
+        if self.audit.canary_clients and self.dp.mode != "user":
+            problems.append(
+                "audit.canary_clients: the one-shot audit estimates user-level DP; it needs "
+                "dp.mode = 'user' (for example-level DP use audit.canaries)"
+            )
         if self.audit.canaries and self.dp.mode == "user":
             problems.append(
                 "audit.canaries: example canaries audit sample-level DP; with dp.mode = "
@@ -457,6 +467,11 @@ class Scenario(_Section):
             strategy_options(self)
         except ScenarioError as exc:
             return exc.problems
+        if self.strategy.name in ("scaffold", "fednova") and self.train.optimizer != "sgd":
+            return [
+                f"strategy.name = {self.strategy.name!r}: its update rule assumes local SGD; "
+                "set train.optimizer = 'sgd'"
+            ]
         if self.dp.mode == "user" and self.strategy.name not in ("fedavg", "fedprox"):
             return [
                 f"strategy.name = {self.strategy.name!r}: user-level DP-FedAvg replaces the "

@@ -94,6 +94,7 @@ class DPFedAvg(Strategy):
         seed: int,
         secure_rng: bool = False,
         adaptive: AdaptiveClipping | None = None,
+        canaries: int = 0,
     ) -> None:
         if sampling not in ("poisson", "fixed"):
             raise ValueError(f"sampling must be 'poisson' or 'fixed', got {sampling!r}")
@@ -119,6 +120,13 @@ class DPFedAvg(Strategy):
         self._global: ArrayRecord | None = None
         self._sampled: list[int] = []
         self.releases: list[Release] = []
+        # One-shot audit (Andrew et al. 2023): `canaries` canary clients whose update is
+        # a fixed random unit direction times the clip norm, sampled like real clients;
+        # as many held-out directions are never inserted.
+        self.canaries = canaries
+        self._directions: np.ndarray | None = None
+        self._canaries_joined: np.ndarray = np.zeros(0, dtype=bool)
+        self.canary_participations = np.zeros(canaries, dtype=np.int64)
 
     # -------------------------------------------------------------- Strategy API
     def summary(self) -> None:
@@ -139,6 +147,9 @@ class DPFedAvg(Strategy):
         # cohort depends on (seed, round) only.
         joined = rng.random(len(nodes)) < self.sample_rate
         self._sampled = [n for n, j in zip(nodes, joined, strict=True) if j]
+        if self.canaries:
+            crng = numpy_rng(self.seed, "poisson-canaries", server_round)
+            self._canaries_joined = crng.random(self.canaries) < self.sample_rate
         config["server-round"] = server_round
         record = RecordDict(
             {self.inner.arrayrecord_key: arrays, self.inner.configrecord_key: config}
@@ -167,6 +178,15 @@ class DPFedAvg(Strategy):
             metrics = next(iter(reply.content.metric_records.values()), None)
             if metrics is not None and "train_loss" in metrics:
                 losses.append(float(metrics["train_loss"]))
+        if self.canaries and self._canaries_joined.any():
+            # Canary updates have norm exactly C: inserted like clipped client updates.
+            dirs = self.canary_directions(global_np)
+            offset = 0
+            summed = self.clip_norm * dirs[: self.canaries][self._canaries_joined].sum(axis=0)
+            for k, g in global_np.items():
+                total[k] += summed[offset : offset + g.size].reshape(g.shape)
+                offset += g.size
+            self.canary_participations += self._canaries_joined
         rng = self._noise_rng(server_round)
         std = self.update_noise_multiplier * self.clip_norm
         new = {}
@@ -209,6 +229,16 @@ class DPFedAvg(Strategy):
         if self.secure_rng:
             return np.random.default_rng(secrets.randbits(128))
         return numpy_rng(self.seed, "user-noise", server_round)
+
+    def canary_directions(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """2 x canaries unit directions over the flattened model: inserted, then held out."""
+        if self._directions is None:
+            from fedsim.empirical.one_shot import canary_directions
+
+            dim = sum(int(v.size) for v in arrays.values())
+            seed = numpy_rng(self.seed, "canary-directions").integers(2**31)
+            self._directions = canary_directions(2 * self.canaries, dim, int(seed))
+        return self._directions
 
     def state(self) -> dict[str, float]:
         """Mutable state worth checkpointing (the adaptive clip norm)."""

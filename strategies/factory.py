@@ -28,6 +28,8 @@ from flwr.serverapp.strategy import (
 
 from fedsim.config import Scenario, ScenarioError
 from fedsim.strategies.dp_fedavg import AdaptiveClipping, DPFedAvg
+from fedsim.strategies.fednova import FedNova
+from fedsim.strategies.scaffold import Scaffold
 
 #: Flower's update-aggregation strategies, by the name a scenario uses.
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -43,10 +45,16 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "krum": Krum,
     "multikrum": MultiKrum,
     "bulyan": Bulyan,
+    "scaffold": Scaffold,
+    "fednova": FedNova,
 }
 
 # Options fedsim fills from the scenario when the user does not set them.
-_DEFAULTS = {"qfedavg": lambda sc: {"client_learning_rate": sc.train.lr}}
+_DEFAULTS = {
+    "qfedavg": lambda sc: {"client_learning_rate": sc.train.lr},
+    "scaffold": lambda sc: {"local_lr": sc.train.lr, "population": sc.population},
+    "fednova": lambda sc: {"momentum": sc.train.momentum},
+}
 # Options that would break fedsim's wiring (reply keys, callables).
 _FIXED = {"weighted_by_key", "arrayrecord_key", "configrecord_key", "train_loss_key"}
 
@@ -184,4 +192,5 @@ def wrap_user_dp(scenario: Scenario, strategy: Strategy) -> DPFedAvg:
         seed=scenario.seed,
         secure_rng=dp.secure_rng,
         adaptive=adaptive,
+        canaries=scenario.audit.canary_clients,
     )

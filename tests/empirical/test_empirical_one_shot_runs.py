@@ -1,0 +1,32 @@
+"""User-level one-shot estimate inside DP-FedAvg runs: it tracks the noise level."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fedsim.cli import main
+from tests.test_server_loop import serve
+
+SETUP = dict(
+    rounds=5, population=20, sampling__clients_per_round=5, dp__mode="user", dp__delta=1e-3,
+    audit__canary_clients=300, model__channels=[2], model__hidden=0,
+)  # fmt: skip
+
+
+def estimate(tmp_path: Path, z: float) -> dict[str, Any]:
+    state = serve(tmp_path / str(z), dp__noise_multiplier=z, **SETUP)
+    return json.loads((state.rundir.path / "empirical_audit.json").read_text())
+
+
+def test_one_shot_estimate_falls_with_noise(tmp_path: Path, flower_run_context: Any) -> None:
+    weak, strong = estimate(tmp_path, 0.3), estimate(tmp_path, 3.0)
+    assert weak["method"] == "one_shot" and weak["canaries"] == 300
+    # inserted canaries align with the final delta, held-out ones do not
+    assert weak["inserted_cosine_mean"] > 5 * abs(weak["heldout_cosine_mean"])
+    assert weak["epsilon_estimate"] > 2.0
+    assert strong["epsilon_estimate"] < weak["epsilon_estimate"] / 3
+    assert strong["claimed_epsilon"] < weak["claimed_epsilon"]
+    # an estimate is reported, never turned into a violation
+    assert main(["audit", str(tmp_path / "3.0" / "run"), "--empirical"]) == 0
