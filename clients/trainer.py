@@ -78,55 +78,54 @@ class LocalTrainer:
         self.loss_fn = nn.CrossEntropyLoss()
         self.grad_sample_mode = choose_grad_sample_mode(self.model, scenario.dp.grad_sample_mode)
         self._criterion: object = self.loss_fn
-        if self.dp and self.grad_sample_mode == "ghost":
-            from opacus.grad_sample import GradSampleModuleFastGradientClipping
-            from opacus.optimizers import DPOptimizerFastGradientClipping
-            from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
-
-            # Ghost clipping: per-example gradient norms without per-example
-            # gradients (Linear/Embedding), then one backward of the clipped loss.
-            self.forward_module = GradSampleModuleFastGradientClipping(
-                self.model,
-                batch_first=True,
-                loss_reduction="mean",
-                max_grad_norm=scenario.dp.max_grad_norm,
-                use_ghost_clipping=True,
-            )
-            self.optimizer = DPOptimizerFastGradientClipping(
-                inner,
-                noise_multiplier=0.0,
-                max_grad_norm=scenario.dp.max_grad_norm,
-                expected_batch_size=scenario.train.batch_size,
-                loss_reduction="mean",
-                secure_mode=scenario.dp.secure_rng,
-            )
-            self._criterion = DPLossFastGradientClipping(
-                self.forward_module, self.optimizer, nn.CrossEntropyLoss(), "mean"
-            )
-            self._inner = inner
-            self.optimizer.attach_step_hook(self._add_proximal_grad)  # type: ignore[attr-defined]
-        elif self.dp:
-            from opacus import GradSampleModule
-            from opacus.optimizers import DPOptimizer
-
-            # Built once per worker; per-client values are set before each client.
-            self.forward_module: nn.Module = GradSampleModule(
-                self.model, batch_first=True, loss_reduction="mean"
-            )
-            self.optimizer: torch.optim.Optimizer = DPOptimizer(
-                inner,
-                noise_multiplier=0.0,
-                max_grad_norm=scenario.dp.max_grad_norm,
-                expected_batch_size=scenario.train.batch_size,
-                loss_reduction="mean",
-                secure_mode=scenario.dp.secure_rng,
-            )
-            self._inner = inner
-            self.optimizer.attach_step_hook(self._add_proximal_grad)  # type: ignore[attr-defined]
+        if self.dp:
+            self._wrap_private(inner)
         else:
             self.forward_module = self.model
             self.optimizer = inner
             self._inner = inner
+
+    def _wrap_private(self, inner: torch.optim.Optimizer) -> None:
+        """Opacus wrappers, built once per worker; per-client values are set per client.
+
+        Ghost clipping computes per-example gradient norms without per-example
+        gradients (Linear/Embedding), then runs one backward of the clipped loss; the
+        hooks path materialises per-example gradients. Same clipping, same noise.
+        """
+        from opacus import GradSampleModule
+        from opacus.grad_sample import GradSampleModuleFastGradientClipping
+        from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
+        from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
+
+        dp = self.scenario.dp
+        ghost = self.grad_sample_mode == "ghost"
+        if ghost:
+            self.forward_module: nn.Module = GradSampleModuleFastGradientClipping(
+                self.model,
+                batch_first=True,
+                loss_reduction="mean",
+                max_grad_norm=dp.max_grad_norm,
+                use_ghost_clipping=True,
+            )
+        else:
+            self.forward_module = GradSampleModule(
+                self.model, batch_first=True, loss_reduction="mean"
+            )
+        optimizer_cls = DPOptimizerFastGradientClipping if ghost else DPOptimizer
+        self.optimizer: torch.optim.Optimizer = optimizer_cls(
+            inner,
+            noise_multiplier=0.0,
+            max_grad_norm=dp.max_grad_norm,
+            expected_batch_size=self.scenario.train.batch_size,
+            loss_reduction="mean",
+            secure_mode=dp.secure_rng,
+        )
+        if ghost:
+            self._criterion = DPLossFastGradientClipping(
+                self.forward_module, self.optimizer, nn.CrossEntropyLoss(), "mean"
+            )
+        self._inner = inner
+        self.optimizer.attach_step_hook(self._add_proximal_grad)  # type: ignore[attr-defined]
 
     # ----------------------------------------------------------------- weights
     def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
