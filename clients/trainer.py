@@ -76,7 +76,9 @@ class LocalTrainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         inner = _make_optimizer(scenario, params)
         self.loss_fn = nn.CrossEntropyLoss()
-        self.grad_sample_mode = choose_grad_sample_mode(self.model, scenario.dp.grad_sample_mode)
+        self.grad_sample_mode = (
+            choose_grad_sample_mode(self.model, scenario.dp.grad_sample_mode) if self.dp else "none"
+        )
         self._criterion: object = self.loss_fn
         if self.dp:
             self._wrap_private(inner)
