@@ -559,7 +559,7 @@ def parse_value(text: str) -> Any:
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
-    """Apply one `dotted.key=value` override to a nested dict in place.
+    """Apply one `dotted.key=value` override to a nested dict in place (`=none` removes it).
 
     Raises:
         ValueError: the item has no '=' or walks through a non-table.
@@ -576,6 +576,11 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         if not isinstance(child, dict):
             raise ValueError(f"--set {item!r}: {part!r} is a value, not a table")
         node = child
+    if text.strip().lower() in ("none", "null"):
+        # TOML has no null: `--set key=none` removes a key, e.g. to switch from
+        # dp.noise_multiplier to dp.target_epsilon.
+        node.pop(parts[-1], None)
+        return
     node[parts[-1]] = parse_value(text.strip())
 
 

@@ -123,3 +123,9 @@ def test_resolved_toml_round_trips(tmp_path: Path) -> None:
     again = Scenario.from_toml(write(tmp_path, sc.to_toml()))
     assert again == sc
     assert dumps_toml({"a": {"b": [1, 2]}, "c": True}).startswith("c = true")
+
+
+def test_override_none_removes_a_key(tmp_path: Path) -> None:
+    path = write(tmp_path, '[dp]\nmode = "sample"\nnoise_multiplier = 1.0\n')
+    sc = Scenario.from_toml(path, ["dp.noise_multiplier=none", "dp.target_epsilon=3"])
+    assert sc.dp.noise_multiplier is None and sc.dp.target_epsilon == 3.0
