@@ -21,13 +21,16 @@ pytestmark = pytest.mark.integration
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     base = tmp_path_factory.mktemp("runs")
     out = {}
-    for k in ("auto", 1):
+    for k, workers in (("auto", 2), (1, 2), ("auto", 1)):
         sc = small_scenario(
             backend__clients_per_message=k,
+            backend__workers=workers,
             faults__fail_probability=0.2,
             evaluation__federated_fraction=0.5,
         )
-        out[str(k)] = run(sc, base / f"k{k}", progress=False)
+        out[f"{k}" if workers == 2 else f"{k}-w{workers}"] = run(
+            sc, base / f"k{k}-w{workers}", progress=False
+        )
     return out
 
 
@@ -88,9 +91,11 @@ def test_failed_clients_recorded_with_their_error(runs: dict) -> None:
 
 
 def test_k1_and_auto_runs_end_with_identical_weights(runs: dict) -> None:
-    a, b = runs["auto"].state_dict, runs["1"].state_dict
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    a = runs["auto"].state_dict
+    for other in ("1", "auto-w1"):  # K = 1, and one worker instead of two
+        b = runs[other].state_dict
+        for key in a:
+            assert torch.equal(a[key], b[key]), (other, key)
     la = (runs["auto"].run_dir / "privacy_ledger.jsonl").read_text()
     lb = (runs["1"].run_dir / "privacy_ledger.jsonl").read_text()
     assert la == lb

@@ -59,3 +59,54 @@ def test_bad_options_are_scenario_errors() -> None:
         small_scenario(strategy__name="fedsgd")
     with pytest.raises(ScenarioError, match="user-level DP-FedAvg replaces the aggregation"):
         small_scenario(strategy__name="krum", dp__mode="user")
+
+
+UPDATES = [
+    (np.array([1.0, 0.0]), 1),
+    (np.array([2.0, 8.0]), 1),
+    (np.array([3.0, 1.0]), 1),
+    (np.array([4.0, 2.0]), 1),
+    (np.array([100.0, -50.0]), 1),
+]
+
+
+def aggregate(name: str, options: dict[str, Any] | None = None) -> np.ndarray:
+    sc = small_scenario(
+        population=5,
+        sampling__clients_per_round=5,
+        strategy__name=name,
+        strategy__options=options or {},
+    )
+    strategy = build_strategy(sc)
+    arrays, _ = strategy.aggregate_train(1, replies_for(strategy, UPDATES))
+    return arrays["w"].numpy()
+
+
+def test_trimmed_mean_krum_and_server_momentum_by_hand(flower_run_context: Any) -> None:
+    # FedTrimmedAvg, beta 0.2 of 5: drop the lowest and highest value per coordinate
+    np.testing.assert_allclose(aggregate("fedtrimmedavg", {"beta": 0.2}), [3.0, 1.0])
+    # Krum with f = 1: score = sum of squared distances to the n - f - 2 = 2 nearest;
+    # client 2 ([3, 1]) has the smallest score (1+1 to [4, 2] and [2, 0]... computed below)
+    pts = np.array([u for u, _ in UPDATES])
+    d = ((pts[:, None] - pts[None]) ** 2).sum(-1)
+    scores = [np.sort(row[row > 0])[:2].sum() for row in d]
+    np.testing.assert_allclose(
+        aggregate("krum", {"num_malicious_nodes": 1}), pts[int(np.argmin(scores))]
+    )
+    # FedAvgM from zero global weights with lr 1, momentum 0: the plain mean
+    np.testing.assert_allclose(
+        aggregate("fedavgm", {"server_momentum": 0.0}), pts.mean(axis=0), rtol=1e-6
+    )
+
+
+def test_fedadam_first_step_by_hand(flower_run_context: Any) -> None:
+    # FedOpt (Reddi et al.): delta = mean - x; m = (1-b1) delta; v = (1-b2) delta^2;
+    # x' = x + eta_r * m / (sqrt(v) + tau), with x = 0 and Flower's bias correction
+    # eta_r = eta * sqrt(1 - b2^(r+1)) / (1 - b1^(r+1)) at round r = 1 (flwr fedadam.py)
+    eta, b1, b2, tau = 0.1, 0.9, 0.99, 1e-3
+    delta = np.array([u for u, _ in UPDATES]).mean(axis=0)
+    m, v = (1 - b1) * delta, (1 - b2) * delta**2
+    eta_r = eta * np.sqrt(1 - b2**2) / (1 - b1**2)
+    want = eta_r * m / (np.sqrt(v) + tau)
+    got = aggregate("fedadam", {"eta": eta, "beta_1": b1, "beta_2": b2, "tau": tau})
+    np.testing.assert_allclose(got, want, rtol=1e-5)
