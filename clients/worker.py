@@ -113,6 +113,17 @@ class WorkerState:
             if numpy_rng(seed, "nan", round, client).random() < faults.nan_probability:
                 first = next(iter(res.state))
                 res.state[first] = torch.full_like(res.state[first], float("nan"))
+        if not all(bool(torch.isfinite(t).all()) for t in res.state.values()):
+            # Never sent for aggregation: one NaN would poison the global model. The
+            # client did train, so its privacy event stays for the ledger. Checked here,
+            # on the tensors, so the server does not decode every update twice.
+            return ClientOutcome(
+                client=client,
+                error="rejected: update has non-finite values (NaN/inf)",
+                steps_before_error=res.steps,
+                privacy=privacy,
+                extra=extra,
+            )
         return ClientOutcome(
             client=client,
             extra=extra,

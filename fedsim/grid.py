@@ -16,8 +16,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-from flwr.app import ArrayRecord, Error, Message, RecordDict
+from flwr.app import Error, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedsim.protocol import ClientOutcome, pack_request, unpack_reply
@@ -264,11 +263,6 @@ class VirtualClientGrid(Grid):
             for msg in cohort:
                 cid = int(msg.metadata.dst_node_id)
                 o = by_client.get(cid) or ClientOutcome(client=cid, error="missing from reply")
-                if o.error is None and o.arrays is not None and not _all_finite(o.arrays):
-                    # Never aggregated: one NaN would poison the global model. The client
-                    # did train, so its privacy event stays for the ledger.
-                    o.error = "rejected: update has non-finite values (NaN/inf)"
-                    o.arrays = None
                 outcomes.append(o)
                 if o.error is not None:
                     out.append(Message(Error(code=CLIENT_ERROR_CODE, reason=o.error), reply_to=msg))
@@ -285,10 +279,6 @@ class VirtualClientGrid(Grid):
             RoundReport(kind, self.current_round, outcomes, n_cohorts, cohort_errors, nodes)
         )
         return out
-
-
-def _all_finite(arrays: ArrayRecord) -> bool:
-    return all(bool(np.isfinite(a.numpy()).all()) for a in arrays.values())
 
 
 def cohorts_message_type(msg: Message) -> str:
