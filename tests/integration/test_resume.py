@@ -91,7 +91,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
     assert not (out / "summary.json").exists()
 
     resumed = resume(out, progress=False)
-    assert resumed.summary["resumed_from_round"] >= 2
+    # killed after round 2's metrics line; its checkpoint may or may not be on disk yet
+    assert resumed.summary["resumed_from_round"] >= 1
     for key, tensor in reference.state_dict.items():
         assert torch.equal(tensor, resumed.state_dict[key]), key
     saved = torch.load(out / "model.pt", weights_only=True)
