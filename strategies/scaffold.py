@@ -193,7 +193,8 @@ class Scaffold(FedAvg):
     # ------------------------------------------------------------------ helpers
     def _server_variate(self) -> dict[str, np.ndarray]:
         """c for the floating-point arrays of the current model (zeros if new)."""
-        assert self._x is not None
+        if self._x is None:
+            raise RuntimeError("SCAFFOLD state used before configure_train")
         old = self.c_global or {}
         c = {
             k: old[k] if k in old and old[k].shape == v.shape else np.zeros(v.shape, v.dtype)
@@ -204,7 +205,8 @@ class Scaffold(FedAvg):
         return c
 
     def _record(self, values: dict[str, np.ndarray]) -> ArrayRecord:
-        assert self._x is not None
+        if self._x is None:
+            raise RuntimeError("SCAFFOLD state used before configure_train")
         return ArrayRecord(
             {k: Array(np.ascontiguousarray(v, dtype=self._x[k].dtype)) for k, v in values.items()}
         )

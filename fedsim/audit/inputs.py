@@ -21,6 +21,7 @@ import numpy as np
 from fedsim.audit.errors import AuditInputError
 from fedsim.config import Scenario, ScenarioError
 from fedsim.privacy import ACCOUNTANTS, LedgerError, PrivacyError, PrivacyEvent, read_ledger
+from fedsim.privacy.ledger import USER_SAMPLINGS
 
 SCENARIO_FILE = "scenario.toml"
 LEDGER_FILE = "privacy_ledger.jsonl"
@@ -45,7 +46,6 @@ USER_KEYS: tuple[str, ...] = (
     "sampling",
     "clients_sampled",
 )
-USER_SAMPLINGS: tuple[str, ...] = ("poisson", "fixed")
 #: The server writes "released"; the others are accepted for hand-written ledgers.
 USER_STATUSES: tuple[str, ...] = ("released", "trained", "failed")
 
