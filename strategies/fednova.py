@@ -32,7 +32,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedsim.strategies.scaffold import cast_to, reply_update
+from fedsim.strategies.scaffold import cast_to, reply_update, valid_replies
 
 
 def step_norm(tau: int, momentum: float = 0.0) -> float:
@@ -107,12 +107,10 @@ class FedNova(FedAvg):
             RuntimeError: called before configure_train.
             ValueError: a reply lacks "local_steps" or one of the model's arrays.
         """
-        valid, _ = self._check_and_log_replies(list(replies), is_train=True)
-        if not valid:
+        checked = valid_replies(self, replies)
+        if checked is None:
             return None, None
-        if self._x is None:
-            raise RuntimeError("aggregate_train called before configure_train")
-        x = self._x
+        valid, x = checked
         weights = [
             float(next(iter(m.content.metric_records.values()))[self.weighted_by_key])  # type: ignore[arg-type]
             for m in valid

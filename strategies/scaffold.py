@@ -24,6 +24,7 @@ parameter name; all never-seen clients share one correction record (c - 0).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -135,12 +136,10 @@ class Scaffold(FedAvg):
             RuntimeError: called before configure_train.
             ValueError: a reply lacks "local_steps" or one of the model's arrays.
         """
-        valid, _ = self._check_and_log_replies(list(replies), is_train=True)
-        if not valid:
+        checked = valid_replies(self, replies)
+        if checked is None:
             return None, None
-        if self._x is None:
-            raise RuntimeError("aggregate_train called before configure_train")
-        x = self._x
+        valid, x = checked
         c = self._server_variate()
         sum_dy = {k: np.zeros(v.shape, dtype=np.float64) for k, v in x.items()}
         sum_dc = {k: np.zeros(v.shape, dtype=np.float64) for k, v in c.items()}
@@ -210,6 +209,22 @@ class Scaffold(FedAvg):
         return ArrayRecord(
             {k: Array(np.ascontiguousarray(v, dtype=self._x[k].dtype)) for k, v in values.items()}
         )
+
+
+def valid_replies(
+    strategy: Any, replies: Iterable[Message]
+) -> tuple[list[Message], dict[str, np.ndarray]] | None:
+    """Replies without errors and the global arrays sent this round (None if no reply).
+
+    Raises:
+        RuntimeError: the strategy aggregates before it configured the round.
+    """
+    valid, _ = strategy._check_and_log_replies(list(replies), is_train=True)
+    if not valid:
+        return None
+    if strategy._x is None:
+        raise RuntimeError("aggregate_train called before configure_train")
+    return valid, strategy._x
 
 
 def reply_update(msg: Message, x: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
