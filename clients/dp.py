@@ -23,6 +23,16 @@ class LocalPlan:
     max_grad_norm: float
     delta: float
 
+    def event(self, steps: int) -> dict[str, float | int]:
+        """The privacy event a client reports after taking `steps` of this plan."""
+        return {
+            "noise_multiplier": self.noise_multiplier,
+            "sample_rate": self.sample_rate,
+            "steps": int(steps),
+            "max_grad_norm": self.max_grad_norm,
+            "delta": self.delta,
+        }
+
 
 def local_epochs(scenario: Scenario, client: int | None, round: int | None) -> int:
     """Epochs of one participation: train.epochs, or with train.min_epochs a seeded

@@ -141,14 +141,7 @@ class WorkerState:
     def _privacy(self, shard_len: int, steps: int) -> dict[str, float | int]:
         from fedsim.clients.dp import plan_participation
 
-        plan = plan_participation(self.scenario, shard_len)
-        return {
-            "noise_multiplier": plan.noise_multiplier,
-            "sample_rate": plan.sample_rate,
-            "steps": int(steps),
-            "max_grad_norm": plan.max_grad_norm,
-            "delta": plan.delta,
-        }
+        return plan_participation(self.scenario, shard_len).event(steps)
 
     def _evaluate(self, client: int, state: dict[str, torch.Tensor]) -> ClientOutcome:
         self.trainer.load_state(state)

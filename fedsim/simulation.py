@@ -696,14 +696,8 @@ def _record_privacy(state: _ServerState, report: RoundReport, sizes: np.ndarray)
                 continue
             # The worker was lost mid-round: how far this client trained is unknown, so
             # it is charged its whole planned participation (an upper bound).
-            planned = _planned_event(state.scenario, int(sizes[o.client]))
-            o.privacy = {
-                "noise_multiplier": planned.noise_multiplier,
-                "sample_rate": planned.sample_rate,
-                "steps": planned.steps,
-                "max_grad_norm": planned.max_grad_norm,
-                "delta": planned.delta,
-            }
+            plan = plan_participation(state.scenario, int(sizes[o.client]))
+            o.privacy = plan.event(plan.steps)
             o.error += " (privacy charged as the planned participation: an upper bound)"
         if o.privacy is None:
             continue  # dropped before training

@@ -21,28 +21,18 @@ import numpy as np
 from fedsim.audit.errors import AuditInputError
 from fedsim.config import Scenario, ScenarioError
 from fedsim.privacy import ACCOUNTANTS, LedgerError, PrivacyError, PrivacyEvent, read_ledger
-from fedsim.privacy.ledger import USER_SAMPLINGS
+from fedsim.privacy.ledger import LINE_KEYS, USER_LEVEL, USER_SAMPLINGS
+from fedsim.privacy.ledger import SAMPLE_LEVEL as SAMPLE_LEVEL  # re-exported for the audit
 
 SCENARIO_FILE = "scenario.toml"
 LEDGER_FILE = "privacy_ledger.jsonl"
 SUMMARY_FILE = "summary.json"
 
-SAMPLE_LEVEL = "sample"
-USER_LEVEL = "user"
-
-#: Fields a user-level (DP-FedAvg) ledger line must carry. ``read_ledger`` passes those
+#: Fields a user-level (DP-FedAvg) ledger line must carry: a sample-level line's keys
+#: without "client", plus how the clients were sampled. ``read_ledger`` passes those
 #: lines through unchecked, so the audit validates them itself.
 USER_KEYS: tuple[str, ...] = (
-    "round",
-    "level",
-    "status",
-    "noise_multiplier",
-    "sample_rate",
-    "steps",
-    "max_grad_norm",
-    "delta",
-    "accountant",
-    "epsilon",
+    *(key for key in LINE_KEYS if key != "client"),
     "sampling",
     "clients_sampled",
 )
