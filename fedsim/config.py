@@ -29,7 +29,9 @@ class ScenarioError(ValueError):
 
 class _Section(BaseModel):
     # Unknown keys are errors: a typo must never silently fall back to a default.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf/nan are refused too: `non_finite_problems` reports them in a file, this flag
+    # guards values assigned in code.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SamplingConfig(_Section):
@@ -202,7 +204,7 @@ class DPConfig(_Section):
     """
 
     mode: Literal["off", "sample", "user"] = "off"
-    noise_multiplier: float | None = Field(None, ge=0.0)
+    noise_multiplier: float | None = Field(None, ge=0.0, description="> 0 in a DP mode")
     target_epsilon: float | None = Field(None, gt=0.0)
     max_grad_norm: float = Field(1.0, gt=0.0, description="per-example (sample) / update (user)")
     delta: float = Field(1e-5, gt=0.0, lt=1.0)
@@ -227,6 +229,13 @@ class DPConfig(_Section):
             raise ValueError("give either noise_multiplier or target_epsilon, not both")
         if self.noise_multiplier is None and self.target_epsilon is None:
             raise ValueError(f"dp.mode = {self.mode!r} needs noise_multiplier or target_epsilon")
+        if self.noise_multiplier is not None and self.noise_multiplier <= 0.0:
+            # <= catches -0.0 too: zero noise is no privacy (epsilon = inf), not a DP run.
+            raise ValueError(
+                f"dp.noise_multiplier = {self.noise_multiplier!r}: dp.mode = {self.mode!r} "
+                "needs noise > 0 (zero noise gives epsilon = inf); for a run without DP set "
+                'dp.mode = "off"'
+            )
         if self.max_epsilon is not None and self.target_epsilon is not None:
             if self.target_epsilon > self.max_epsilon:
                 raise ValueError(
@@ -369,10 +378,15 @@ class Scenario(_Section):
                 problems.append(str(exc))
         if problems:
             raise ScenarioError(problems, source)
+        non_finite = non_finite_problems(data)
+        problems = [message for _, message in non_finite]
         try:
             scenario = cls.model_validate(data)
         except ValidationError as exc:
-            raise ScenarioError(_describe(exc), source) from None
+            reported = {loc for loc, _ in non_finite}
+            raise ScenarioError(problems + _describe(exc, skip=reported), source) from None
+        if problems:
+            raise ScenarioError(problems, source)
         problems = scenario.cross_check()
         if problems:
             raise ScenarioError(problems, source)
@@ -534,19 +548,40 @@ def _model_io(scenario: Scenario) -> tuple[tuple[int, ...], int] | None:
     return (syn.dim,), syn.num_classes
 
 
-def _describe(exc: ValidationError) -> list[str]:
+def non_finite_problems(data: Any, path: str = "") -> list[tuple[str, str]]:
+    """(dotted path, message) for every inf or nan float anywhere in a raw scenario.
+
+    The one rule for non-finite values: it covers typed fields and free-form option
+    tables (model options, strategy.options, data.partition_options) alike.
+    """
+    if isinstance(data, float) and not math.isfinite(data):
+        return [(path, f"{path} = {data!r}: must be a finite number (inf and nan are not allowed)")]
+    items: Any = ()
+    if isinstance(data, dict):
+        items = ((f"{path}.{k}" if path else str(k), v) for k, v in data.items())
+    elif isinstance(data, list):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(data))
+    return [found for sub, value in items for found in non_finite_problems(value, sub)]
+
+
+def _describe(exc: ValidationError, skip: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """One line per pydantic error; `skip` holds dotted locations already reported."""
     problems = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        if loc in skip:
+            continue
         value = err.get("input")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             problems.append(f"{loc}: unknown key (value {value!r}); remove it or check spelling")
         elif err["type"] == "missing":
             problems.append(f"{loc}: required")
+        elif isinstance(value, dict):
+            # A section's own check (several fields): its message names the fields.
+            problems.append(f"{loc or '(top level)'}: {msg}")
         else:
-            shown = value if not isinstance(value, dict) else "{...}"
-            problems.append(f"{loc or '(top level)'} = {shown!r}: {msg}")
+            problems.append(f"{loc or '(top level)'} = {value!r}: {msg}")
     return problems
 
 
