@@ -597,8 +597,13 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     """Apply one `dotted.key=value` override to a nested dict in place (`=none` removes it).
 
     Raises:
-        ValueError: the item has no '=' or walks through a non-table.
+        ValueError: the item has a line break, has no '=' or walks through a non-table.
     """
+    if any(ch in item for ch in "\n\r\v\f\x85\u2028\u2029"):
+        # TOML would read "5\nseed=3" as 5 and drop the rest without a word.
+        raise ValueError(
+            f"--set {item!r}: the key or value has a line break; give one key=value per --set"
+        )
     if "=" not in item:
         raise ValueError(f"--set {item!r}: expected key.path=value")
     key, _, text = item.partition("=")

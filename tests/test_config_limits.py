@@ -72,3 +72,19 @@ def test_zero_noise_in_a_dp_mode_points_to_mode_off(mode: str, noise: float) -> 
 def test_zero_noise_without_dp_is_fine() -> None:
     sc = Scenario.from_dict({"dp": {"mode": "off", "noise_multiplier": 0.0}})
     assert sc.dp.noise_multiplier == 0.0
+
+
+@pytest.mark.parametrize(
+    "item", ["rounds=5\nseed=3", "name=abc\r\nrounds=9", "rounds=5\n", "dp.\nmode=off"]
+)
+def test_override_with_a_line_break_is_refused(item: str) -> None:
+    # Before: TOML parsed "5\nseed=3" as 5 and dropped the rest without a word.
+    with pytest.raises(ScenarioError) as info:
+        Scenario.from_dict({}, overrides=[item])
+    text = str(info.value)
+    assert "line break" in text and "one key=value per --set" in text, text
+
+
+def test_override_with_a_tab_in_a_string_still_works() -> None:
+    sc = Scenario.from_dict({}, overrides=['data.hub.subset="a\tb"'])
+    assert sc.data.hub.subset == "a\tb"
