@@ -7,9 +7,12 @@ each bad field, its value and what is allowed, so a user fixes a file in one pas
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
+import re
 import tomllib
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -376,30 +379,42 @@ class Scenario(_Section):
                 apply_override(data, item)
             except ValueError as exc:
                 problems.append(str(exc))
-        if problems:
-            raise ScenarioError(problems, source)
-        non_finite = non_finite_problems(data)
-        problems = [message for _, message in non_finite]
-        try:
-            scenario = cls.model_validate(data)
-        except ValidationError as exc:
-            reported = {loc for loc, _ in non_finite}
-            raise ScenarioError(problems + _describe(exc, skip=reported), source) from None
-        if problems:
-            raise ScenarioError(problems, source)
-        problems = scenario.cross_check()
-        if problems:
+        scenario, bad, schema_problems = _validate_schema(cls, data)
+        problems += schema_problems
+        if scenario is not None:
+            # Checks of the valid parts run too: one pass shows every problem.
+            problems += scenario.cross_check(skip=bad)
+        if problems or scenario is None:
             raise ScenarioError(problems, source)
         return scenario
 
-    def cross_check(self) -> list[str]:
-        """Checks that involve several fields (pydantic checks each field alone)."""
+    def cross_check(self, skip: Collection[str] = ()) -> list[str]:
+        """Checks that involve several fields or components (pydantic checks each field alone).
+
+        Args:
+            skip: top-level keys ("dp", "population", ...) whose values were invalid and
+                replaced by defaults; a check that reads one of them is not run, since it
+                would judge the default instead of what the user wrote.
+        """
+        from fedsim.validate import COMPONENT_CHECKS
+
+        skipped = set(skip)
         problems: list[str] = []
+        for reads, check in (*_FIELD_CHECKS, *COMPONENT_CHECKS):
+            if not skipped & reads:
+                problems.extend(check(self))
+        return problems
+
+    def _check_cohort(self) -> list[str]:
         if self.clients_per_round > self.population:
-            problems.append(
+            return [
                 f"sampling.clients_per_round = {self.clients_per_round}: more than the "
                 f"population ({self.population}); allowed 1..{self.population}"
-            )
+            ]
+        return []
+
+    def _check_data_fields(self) -> list[str]:
+        problems: list[str] = []
         natural = ("shakespeare", "synthetic", "femnist", "hub")
         if self.data.partition == "natural" and self.data.name not in natural:
             problems.append(
@@ -420,15 +435,20 @@ class Scenario(_Section):
                 "data.partition_options: only used by flwr-datasets partitioners; set "
                 "data.partition_backend = 'flwr' or remove them"
             )
+        return problems
+
+    def _check_model_fits_data(self) -> list[str]:
         if self.data.name == "shakespeare" and self.model.name != "char_lstm":
-            problems.append(
+            return [
                 f"model.name = {self.model.name!r}: shakespeare needs a sequence model; "
                 "allowed: 'char_lstm'"
-            )
+            ]
         if self.data.name != "shakespeare" and self.model.name == "char_lstm":
-            problems.append(
-                f"model.name = 'char_lstm': needs text data; data.name = {self.data.name!r}"
-            )
+            return [f"model.name = 'char_lstm': needs text data; data.name = {self.data.name!r}"]
+        return []
+
+    def _check_adaptive_clipping(self) -> list[str]:
+        problems: list[str] = []
         if self.dp.mode == "user" and self.dp.adaptive_clipping:
             from fedsim.strategies.dp_fedavg import split_noise
 
@@ -439,11 +459,18 @@ class Scenario(_Section):
                     split_noise(z, sigma_b)
                 except ValueError as exc:
                     problems.append(f"dp.adaptive_clipping: {exc}")
+        return problems
+
+    def _check_epochs(self) -> list[str]:
         if self.train.min_epochs is not None and self.train.min_epochs > self.train.epochs:
-            problems.append(
+            return [
                 f"train.min_epochs = {self.train.min_epochs}: must be <= train.epochs "
                 f"({self.train.epochs})"
-            )
+            ]
+        return []
+
+    def _check_audit(self) -> list[str]:
+        problems: list[str] = []
         if self.audit.canary_clients and self.dp.mode != "user":
             problems.append(
                 "audit.canary_clients: the one-shot audit estimates user-level DP; it needs "
@@ -454,8 +481,6 @@ class Scenario(_Section):
                 "audit.canaries: example canaries audit sample-level DP; with dp.mode = "
                 "'user' use dp.mode = 'sample' or 'off', or set audit.canaries = 0"
             )
-        problems.extend(self._check_model())
-        problems.extend(self._check_strategy())
         return problems
 
     def warnings(self) -> list[str]:
@@ -474,44 +499,6 @@ class Scenario(_Section):
             )
         return out
 
-    def _check_strategy(self) -> list[str]:
-        from fedsim.strategies.factory import strategy_options
-
-        try:
-            strategy_options(self)
-        except ScenarioError as exc:
-            return exc.problems
-        if self.strategy.name in ("scaffold", "fednova") and self.train.optimizer != "sgd":
-            return [
-                f"strategy.name = {self.strategy.name!r}: its update rule assumes local SGD; "
-                "set train.optimizer = 'sgd'"
-            ]
-        if self.dp.mode == "user" and self.strategy.name not in ("fedavg", "fedprox"):
-            return [
-                f"strategy.name = {self.strategy.name!r}: user-level DP-FedAvg replaces the "
-                "aggregation; allowed with dp.mode = 'user': 'fedavg', 'fedprox'"
-            ]
-        return []
-
-    def _check_model(self) -> list[str]:
-        # Build the model once on the CPU so a bad option or a layer Opacus cannot
-        # privatise is reported now, not inside a Ray worker minutes later.
-        from fedsim.models import ModelError, build_model, check_private
-
-        io = _model_io(self)
-        if io is None:
-            return []
-        shape, classes = io
-        try:
-            model = build_model(
-                self.model.name, input_shape=shape, num_classes=classes, **self.model.options()
-            )
-            if self.dp.mode != "off":
-                check_private(model)
-        except ModelError as exc:
-            return [f"model: {exc}"]
-        return []
-
     def to_toml(self) -> str:
         """The resolved scenario as TOML (every default written out)."""
         return dumps_toml(self.model_dump(mode="json", exclude_none=True))
@@ -521,31 +508,47 @@ class Scenario(_Section):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
 
-_IO = {
-    "digits": ((1, 8, 8), 10),
-    "mnist": ((1, 28, 28), 10),
-    "fashion_mnist": ((1, 28, 28), 10),
-    "cifar10": ((3, 32, 32), 10),
-    "femnist": ((1, 28, 28), 62),
-    "mnist1d": ((1, 40), 10),
-}
+# (top-level keys a check reads, the check); `Scenario.cross_check` skips a check that
+# reads a key whose value was invalid.
+_FIELD_CHECKS: tuple[tuple[frozenset[str], Callable[[Scenario], list[str]]], ...] = (
+    (frozenset({"sampling", "population"}), Scenario._check_cohort),
+    (frozenset({"data"}), Scenario._check_data_fields),
+    (frozenset({"data", "model"}), Scenario._check_model_fits_data),
+    (frozenset({"dp", "sampling", "population"}), Scenario._check_adaptive_clipping),
+    (frozenset({"train"}), Scenario._check_epochs),
+    (frozenset({"audit", "dp"}), Scenario._check_audit),
+)
 
 
-def _model_io(scenario: Scenario) -> tuple[tuple[int, ...], int] | None:
-    """Input shape and class count of the scenario's data, without loading it.
+def did_you_mean(value: Any, choices: Iterable[str]) -> str:
+    """'; did you mean 'x'?' for the allowed name closest to a mistyped one, else ''."""
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
-    None for a hub data set, whose shape is known only once it is loaded.
+
+def _validate_schema(
+    cls: type[Scenario], data: dict[str, Any]
+) -> tuple[Scenario | None, set[str], list[str]]:
+    """Validate field by field: (scenario, invalid top-level keys, problems).
+
+    With invalid keys, the scenario is the rest with defaults in their place, so that
+    checks of the valid sections can still run; None if even that does not validate.
     """
-    if scenario.data.name in _IO:
-        return _IO[scenario.data.name]
-    if scenario.data.name == "hub":
-        return None
-    if scenario.data.name == "shakespeare":
-        from fedsim.data.shakespeare import VOCAB
-
-        return (scenario.data.shakespeare.seq_len,), len(VOCAB)
-    syn = scenario.data.synthetic
-    return (syn.dim,), syn.num_classes
+    non_finite = non_finite_problems(data)
+    problems = [message for _, message in non_finite]
+    bad = {loc.split(".")[0].split("[")[0] for loc, _ in non_finite}
+    try:
+        scenario = cls.model_validate(data)
+    except ValidationError as exc:
+        problems += _describe(exc, skip={loc for loc, _ in non_finite})
+        bad |= {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
+        try:
+            scenario = cls.model_validate({k: v for k, v in data.items() if k not in bad})
+        except ValidationError:
+            scenario = None
+    return scenario, bad, problems
 
 
 def non_finite_problems(data: Any, path: str = "") -> list[tuple[str, str]]:
@@ -581,6 +584,10 @@ def _describe(exc: ValidationError, skip: set[str] | frozenset[str] = frozenset(
             # A section's own check (several fields): its message names the fields.
             problems.append(f"{loc or '(top level)'}: {msg}")
         else:
+            if err["type"] == "literal_error":
+                # pydantic lists the allowed names as 'a', 'b' or 'c'.
+                allowed = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+                msg += did_you_mean(value, allowed)
             problems.append(f"{loc or '(top level)'} = {value!r}: {msg}")
     return problems
 

@@ -88,3 +88,133 @@ def test_override_with_a_line_break_is_refused(item: str) -> None:
 def test_override_with_a_tab_in_a_string_still_works() -> None:
     sc = Scenario.from_dict({}, overrides=['data.hub.subset="a\tb"'])
     assert sc.data.hub.subset == "a\tb"
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    # Before: the bad strategy (a schema error) stopped validation; the model was never built.
+    with pytest.raises(ScenarioError) as info:
+        Scenario.from_dict(
+            {
+                "rounds": 0,
+                "population": 10,
+                "sampling": {"clients_per_round": 20},
+                "strategy": {"name": "fedavgg"},
+                "model": {"name": "cnnn"},
+                "dp": {"mode": "sample", "noise_multiplier": 1.0},
+            },
+            overrides=["a.b.c", "train.lr=inf"],
+        )
+    text = str(info.value)
+    for needle in (
+        "--set 'a.b.c'",
+        "rounds = 0",
+        "train.lr = inf",
+        "strategy.name = 'fedavgg'",
+        "did you mean 'fedavg'?",
+        "model.name = 'cnnn'",
+        "did you mean 'cnn'?",
+        "sampling.clients_per_round = 20: more than the population (10)",
+    ):
+        assert needle in text, (needle, text)
+    assert len(info.value.problems) == 6, text
+
+
+def test_a_check_of_an_invalid_section_is_not_run_on_its_default() -> None:
+    # population is invalid: judging clients_per_round against the default (10) would be
+    # a second, wrong problem.
+    with pytest.raises(ScenarioError) as info:
+        Scenario.from_dict({"population": 0, "sampling": {"clients_per_round": 20}})
+    assert len(info.value.problems) == 1 and "population = 0" in str(info.value)
+    # A bad data.name must not be replaced by digits and then fail the char_lstm check.
+    with pytest.raises(ScenarioError) as info:
+        Scenario.from_dict({"data": {"name": "shakespear"}, "model": {"name": "char_lstm"}})
+    assert info.value.problems == [
+        "data.name = 'shakespear': Input should be 'digits', 'shakespeare', 'synthetic', "
+        "'mnist1d', 'mnist', 'fashion_mnist', 'cifar10', 'femnist' or 'hub'; "
+        "did you mean 'shakespeare'?"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("override", "suggestion"),
+    [
+        ("strategy.name=fedavgg", "fedavg"),
+        ("strategy.name=fedadm", "fedadam"),
+        ("data.name=cifar", "cifar10"),
+        ("data.partition=dirichelt", "dirichlet"),
+        ("model.name=mpl", "mlp"),
+        ("train.optimizer=adma", "adam"),
+    ],
+)
+def test_unknown_names_suggest_the_closest(override: str, suggestion: str) -> None:
+    with pytest.raises(ScenarioError, match=rf"did you mean '{suggestion}'\?"):
+        Scenario.from_dict({}, overrides=[override])
+
+
+def test_no_suggestion_for_a_name_like_nothing() -> None:
+    with pytest.raises(ScenarioError) as info:
+        Scenario.from_dict({}, overrides=["strategy.name=zzzzzz"])
+    assert "did you mean" not in str(info.value)
+
+
+def test_population_larger_than_the_data_is_refused() -> None:
+    # Before: digits with 10,000,000 clients failed only after Ray had started.
+    with pytest.raises(ScenarioError) as info:
+        Scenario.from_dict({"population": 10_000_000})
+    assert info.value.problems == [
+        "population = 10000000: digits has 1437 training examples (data.test_fraction = 0.2); "
+        "iid partitioning with at least min_partition_size = 2 examples per client allows "
+        "population <= 718"
+    ]
+    assert Scenario.from_dict({"population": 718}).population == 718
+    with pytest.raises(ScenarioError, match="population <= 1437"):
+        Scenario.from_dict({"population": 1438, "data": {"min_partition_size": 0}})
+    with pytest.raises(ScenarioError, match="mnist1d has 80 training examples"):
+        Scenario.from_dict(
+            {"population": 81, "data": {"name": "mnist1d", "mnist1d_samples": 100}},
+            overrides=["model.name=cnn1d", "data.min_partition_size=1"],
+        )
+
+
+@pytest.mark.parametrize("test_fraction", [0.2, 0.1, 0.37])
+def test_digits_train_size_matches_the_loader(test_fraction: float) -> None:
+    from fedsim.data import load_digits
+    from fedsim.validate import train_size
+
+    sc = Scenario.from_dict({"data": {"test_fraction": test_fraction}})
+    assert train_size(sc) == len(load_digits(seed=0, test_fraction=test_fraction).train)
+
+
+@pytest.mark.parametrize(("samples", "test_fraction"), [(100, 0.2), (1234, 0.3), (57, 0.5)])
+def test_mnist1d_train_size_matches_the_loader(samples: int, test_fraction: float) -> None:
+    from fedsim.data import load_mnist1d
+    from fedsim.validate import train_size
+
+    raw = {
+        "data": {"name": "mnist1d", "mnist1d_samples": samples, "test_fraction": test_fraction},
+        "model": {"name": "cnn1d"},
+    }
+    sc = Scenario.from_dict(raw)
+    bundle = load_mnist1d(seed=0, num_samples=samples, test_fraction=test_fraction)
+    assert train_size(sc) == len(bundle.train)
+
+
+@pytest.mark.parametrize(
+    ("partition", "min_size"), [("iid", 0), ("iid", 1), ("iid", 7), ("dirichlet", 3)]
+)
+def test_client_capacity_is_the_partitioners_limit(partition: str, min_size: int) -> None:
+    import numpy as np
+
+    from fedsim.data import ArrayDataset, DataError, partition_indices
+    from fedsim.validate import client_capacity
+
+    n = 100
+    labels = np.arange(n) % 10
+    dataset = ArrayDataset(np.zeros((n, 1), np.float32), labels)
+    raw = {"data": {"partition": partition, "min_partition_size": min_size, "alpha": 1000.0}}
+    most, _ = client_capacity(Scenario.from_dict(raw), n)
+    kwargs = {"method": partition, "seed": 0, "alpha": 1000.0, "min_size": min_size}
+    if partition == "iid":  # dirichlet draws may miss at the bound; the bound is exact
+        assert len(partition_indices(dataset, num_clients=most, **kwargs)) == most
+    with pytest.raises(DataError, match="exceeds|fewer than"):
+        partition_indices(dataset, num_clients=most + 1, **kwargs)
