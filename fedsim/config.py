@@ -345,8 +345,13 @@ class Scenario(_Section):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_toml(cls, path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    def from_toml(
+        cls, path: str | Path, overrides: list[str] | None = None, *, check_machine: bool = False
+    ) -> Scenario:
         """Read a scenario file, apply `key.path=value` overrides and validate.
+
+        `check_machine` adds the checks against this machine (data.root files, memory),
+        as `fedsim check` and `fedsim run` do before anything starts.
 
         Raises:
             ScenarioError: unreadable file, bad TOML, or any invalid field.
@@ -360,7 +365,9 @@ class Scenario(_Section):
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ScenarioError([f"not valid TOML: {exc}"], str(path)) from exc
-        return cls.from_dict(raw, overrides=overrides, source=str(path))
+        return cls.from_dict(
+            raw, overrides=overrides, source=str(path), check_machine=check_machine
+        )
 
     @classmethod
     def from_dict(
@@ -368,8 +375,10 @@ class Scenario(_Section):
         raw: dict[str, Any],
         overrides: list[str] | None = None,
         source: str | None = None,
+        *,
+        check_machine: bool = False,
     ) -> Scenario:
-        """Validate a scenario given as a dict (the TOML structure)."""
+        """Validate a scenario given as a dict (the TOML structure); see `from_toml`."""
         if not isinstance(raw, dict):
             raise ScenarioError([f"a scenario must be a table, got {type(raw).__name__}"], source)
         data = json.loads(json.dumps(raw))  # deep copy: never mutate the caller's dict
@@ -383,24 +392,26 @@ class Scenario(_Section):
         problems += schema_problems
         if scenario is not None:
             # Checks of the valid parts run too: one pass shows every problem.
-            problems += scenario.cross_check(skip=bad)
+            problems += scenario.cross_check(skip=bad, machine=check_machine)
         if problems or scenario is None:
             raise ScenarioError(problems, source)
         return scenario
 
-    def cross_check(self, skip: Collection[str] = ()) -> list[str]:
+    def cross_check(self, skip: Collection[str] = (), machine: bool = False) -> list[str]:
         """Checks that involve several fields or components (pydantic checks each field alone).
 
         Args:
             skip: top-level keys ("dp", "population", ...) whose values were invalid and
                 replaced by defaults; a check that reads one of them is not run, since it
                 would judge the default instead of what the user wrote.
+            machine: also check this machine (data.root files, memory).
         """
-        from fedsim.validate import COMPONENT_CHECKS
+        from fedsim.validate import COMPONENT_CHECKS, MACHINE_CHECKS
 
         skipped = set(skip)
         problems: list[str] = []
-        for reads, check in (*_FIELD_CHECKS, *COMPONENT_CHECKS):
+        checks = (*_FIELD_CHECKS, *COMPONENT_CHECKS, *(MACHINE_CHECKS if machine else ()))
+        for reads, check in checks:
             if not skipped & reads:
                 problems.extend(check(self))
         return problems

@@ -159,3 +159,141 @@ COMPONENT_CHECKS: tuple[tuple[frozenset[str], Callable[[Scenario], list[str]]], 
     ),
     (frozenset({"data", "population"}), check_population),
 )
+
+
+# ---------------------------------------------------------------------- this machine
+
+GIB = 2**30
+# What one process costs before any data: Python with torch, Flower and Opacus imported
+# (measured: ~430 MiB unique set size on Linux x86-64, torch 2.13 CPU).
+PROCESS_BASE_BYTES = 400 * 2**20
+# Images are read as uint8 and converted to float32: the uint8 copy (a quarter of the
+# float32 bytes) is alive at the peak of loading.
+_IMAGE_LOAD_PEAK = 1.25
+# Examples (train + test) of the data sets whose size is fixed by their format.
+_FIXED_TOTAL = {
+    "digits": DIGITS_IMAGES,
+    "mnist": 70_000,
+    "fashion_mnist": 70_000,
+    "cifar10": 60_000,
+}
+# fedsim.data.synthetic: device sizes int(lognormal(4, 2)) + min_samples, capped.
+_SYNTHETIC_CAP = 1000
+
+
+def _synthetic_mean_samples(min_samples: int) -> float:
+    """Expected samples per synthetic device (the capped power law of the generator)."""
+    import numpy as np
+    from scipy.special import ndtri
+
+    z = ndtri((np.arange(20_000) + 0.5) / 20_000)  # quantiles of N(0, 1)
+    sizes = np.minimum(np.floor(np.exp(4.0 + 2.0 * z)) + min_samples, _SYNTHETIC_CAP)
+    return float(sizes.mean())
+
+
+def data_bytes(scenario: Scenario) -> tuple[int, str | None] | None:
+    """Peak bytes one process needs to load the scenario's data, and the field that sets it.
+
+    The field (e.g. "population" for synthetic data) is None when the data set has a
+    fixed size; the estimate is None where only loading tells (shakespeare, femnist, hub).
+    """
+    data = scenario.data
+    if data.name == "synthetic":
+        syn, clients = data.synthetic, scenario.population
+        samples = clients * _synthetic_mean_samples(syn.min_samples)
+        # Per device: v (float64 and a float32 copy), W and b (float64); per sample: the
+        # noise, the features and the train/test copies (float32), and five int64 arrays.
+        per_device = syn.dim * 12 + syn.dim * syn.num_classes * 8 + syn.num_classes * 8
+        per_sample = syn.dim * 4 * 3 + 8 * 5
+        return int(clients * per_device + samples * per_sample), "population"
+    io = model_io(scenario)
+    if io is None or data.name in ("shakespeare", "femnist", "hub"):
+        return None
+    features = math.prod(io[0]) * 4 + 8  # float32 features and an int64 label
+    if data.name == "mnist1d":
+        # The generator works in float64 and keeps its own copy: about three times ours.
+        return int(data.mnist1d_samples * features * 3), "data.mnist1d_samples"
+    peak = _IMAGE_LOAD_PEAK if data.name != "digits" else 1.0
+    return int(_FIXED_TOTAL[data.name] * features * peak), None
+
+
+def check_memory(scenario: Scenario, available: int | None = None) -> list[str]:
+    """The data's memory in the server and every local worker against what is available.
+
+    Each process loads the data set once (fedsim.data.load_dataset); with a Ray cluster
+    (backend.ray_address) the workers run elsewhere and only the server is counted.
+
+    Args:
+        available: bytes free on this machine; default psutil's available memory.
+    """
+    estimate = data_bytes(scenario)
+    if estimate is None:
+        return []
+    per_data, field = estimate
+    if available is None:
+        import psutil
+
+        available = int(psutil.virtual_memory().available)
+    workers = 0 if scenario.backend.ray_address else scenario.backend.workers
+    processes = 1 + workers
+    total = processes * (PROCESS_BASE_BYTES + per_data)
+    if total <= available:
+        return []
+    who = "the server" + (f" and {workers} backend.workers" if workers else "")
+    head = (
+        f"{scenario.data.name} data takes about {per_data / GIB:.2f} GiB in each of "
+        f"{processes} processes ({who}; plus {PROCESS_BASE_BYTES / GIB:.1f} GiB of Python, "
+        f"torch and Flower each) = {total / GIB:.1f} GiB, more than the "
+        f"{available / GIB:.1f} GiB available on this machine"
+    )
+    room = available / processes - PROCESS_BASE_BYTES
+    if field is not None:
+        value = _field_value(scenario, field)
+        allowed = max(0, int(value * room / per_data)) if room > 0 else 0
+        return [f"{field} = {value}: {head}; allowed {field} <= {allowed} with these workers"]
+    fit = int(available // (PROCESS_BASE_BYTES + per_data)) - 1
+    allowed = f"allowed backend.workers <= {fit}" if fit >= 1 else "not even one worker fits"
+    return [f"backend.workers = {scenario.backend.workers}: {head}; {allowed}"]
+
+
+def _field_value(scenario: Scenario, field: str) -> int:
+    node: object = scenario
+    for part in field.split("."):
+        node = getattr(node, part)
+    return int(node)  # type: ignore[call-overload]
+
+
+def check_data_files(scenario: Scenario) -> list[str]:
+    """data.root holds the files of a file-based data set (nothing is read yet)."""
+    from fedsim.data import DataError
+
+    data = scenario.data
+    try:
+        if data.name in ("mnist", "fashion_mnist") and data.root:
+            from fedsim.data.idx import locate_idx_files
+
+            locate_idx_files(data.name, data.root)
+        elif data.name == "cifar10" and data.root:
+            from fedsim.data.cifar import locate_cifar10
+
+            locate_cifar10(data.root)
+        elif data.name == "femnist" and data.root:
+            from fedsim.data.femnist import locate_femnist
+
+            locate_femnist(data.root)
+        elif data.name == "hub" and data.root:
+            from pathlib import Path
+
+            if not Path(data.root).expanduser().exists():
+                raise DataError(f"hub: root {data.root!r} does not exist")
+    except DataError as exc:
+        return [f"data.root = {data.root!r}: {exc}"]
+    return []
+
+
+# Checks that depend on this machine (files, memory): `fedsim check` and `fedsim run`
+# run them, auditing or reporting a finished run elsewhere does not.
+MACHINE_CHECKS: tuple[tuple[frozenset[str], Callable[[Scenario], list[str]]], ...] = (
+    (frozenset({"data"}), check_data_files),
+    (frozenset({"data", "population", "backend"}), check_memory),
+)

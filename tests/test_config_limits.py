@@ -218,3 +218,131 @@ def test_client_capacity_is_the_partitioners_limit(partition: str, min_size: int
         assert len(partition_indices(dataset, num_clients=most, **kwargs)) == most
     with pytest.raises(DataError, match="exceeds|fewer than"):
         partition_indices(dataset, num_clients=most + 1, **kwargs)
+
+
+def _synthetic(population: int, **backend: Any) -> Scenario:
+    raw = {
+        "population": population,
+        "data": {"name": "synthetic", "partition": "natural"},
+        "model": {"name": "logreg"},
+        "backend": backend,
+    }
+    return Scenario.from_dict(raw)
+
+
+def test_synthetic_memory_estimate_is_close_to_the_real_data() -> None:
+    from fedsim.data import load_synthetic
+    from fedsim.validate import data_bytes
+
+    sc = _synthetic(400)
+    estimate, field = data_bytes(sc)
+    bundle = load_synthetic(seed=0, num_clients=400)
+    held = 0
+    for split in (bundle.train, bundle.test):
+        x, y = split.batch(list(range(len(split))))
+        held += x.numel() * x.element_size() + y.numel() * y.element_size()
+    # A peak estimate: above what the data finally holds, not wildly so.
+    assert field == "population" and held <= estimate <= 6 * held, (held, estimate)
+
+
+def test_memory_beyond_the_machine_is_refused_naming_the_field() -> None:
+    from fedsim.validate import GIB, check_memory
+
+    # Before: population = 10,000,000 of synthetic data went to every process.
+    (problem,) = check_memory(_synthetic(10_000_000), available=16 * GIB)
+    assert problem.startswith("population = 10000000: synthetic data takes about ")
+    assert "3 processes (the server and 2 backend.workers" in problem
+    assert "16.0 GiB available" in problem
+    allowed = int(problem.rsplit("allowed population <= ", 1)[1].split()[0])
+    assert 1_000 < allowed < 10_000_000
+    assert check_memory(_synthetic(allowed), available=16 * GIB) == []
+    assert check_memory(_synthetic(allowed * 2), available=16 * GIB) != []
+
+
+def test_workers_that_do_not_fit_are_refused() -> None:
+    from fedsim.validate import GIB, check_memory
+
+    sc = Scenario.from_dict({"backend": {"workers": 64}})  # digits: ~0.4 GiB a process
+    (problem,) = check_memory(sc, available=8 * GIB)
+    assert problem.startswith("backend.workers = 64: digits data takes about 0.00 GiB")
+    assert "65 processes" in problem and "allowed backend.workers <= 19" in problem
+    assert check_memory(sc, available=64 * GIB) == []
+    # With a Ray cluster the workers run elsewhere: only the server is counted here.
+    remote = Scenario.from_dict({"backend": {"workers": 64, "ray_address": "10.0.0.1:6379"}})
+    assert check_memory(remote, available=1 * GIB) == []
+
+
+def _mnist_files(root: Any) -> None:
+    import struct
+
+    root.mkdir(parents=True, exist_ok=True)
+    for stem, shape in [
+        ("train-images-idx3-ubyte", (2, 28, 28)),
+        ("train-labels-idx1-ubyte", (2,)),
+        ("t10k-images-idx3-ubyte", (1, 28, 28)),
+        ("t10k-labels-idx1-ubyte", (1,)),
+    ]:
+        header = struct.pack(">HBB", 0, 0x08, len(shape)) + struct.pack(f">{len(shape)}I", *shape)
+        size = 1
+        for d in shape:
+            size *= d
+        (root / stem).write_bytes(header + bytes(size))
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("mnist", "is not a directory"),
+        ("fashion_mnist", "is not a directory"),
+        ("cifar10", "is not a directory"),
+        ("femnist", "missing directory"),
+        ("hub", "does not exist"),
+    ],
+)
+def test_missing_data_root_is_found_by_validation(tmp_path: Any, name: str, expected: str) -> None:
+    # Before: found only by the loader, after Ray had started.
+    missing = tmp_path / "nowhere"
+    raw = {"data": {"name": name, "root": str(missing)}}
+    if name == "femnist":
+        raw["data"]["partition"] = "natural"
+    with pytest.raises(ScenarioError) as info:
+        Scenario.from_dict(raw, check_machine=True)
+    assert f"data.root = {str(missing)!r}" in str(info.value) and expected in str(info.value)
+    # Validation without the machine checks (auditing a run elsewhere) accepts it.
+    Scenario.from_dict(raw)
+
+
+def test_data_root_missing_a_file_names_it(tmp_path: Any) -> None:
+    _mnist_files(tmp_path / "mnist")
+    (tmp_path / "mnist" / "t10k-labels-idx1-ubyte").unlink()
+    raw = {"data": {"name": "mnist", "root": str(tmp_path / "mnist")}}
+    with pytest.raises(ScenarioError, match="missing IDX file for the test labels"):
+        Scenario.from_dict(raw, check_machine=True)
+    _mnist_files(tmp_path / "mnist")
+    assert Scenario.from_dict(raw, check_machine=True).data.root == str(tmp_path / "mnist")
+
+
+def test_cifar_root_missing_a_batch_names_it(tmp_path: Any) -> None:
+    (tmp_path / "data_batch_1").write_bytes(b"")
+    raw = {"data": {"name": "cifar10", "root": str(tmp_path)}}
+    with pytest.raises(ScenarioError, match="missing batch file .*data_batch_2"):
+        Scenario.from_dict(raw, check_machine=True)
+
+
+def test_run_refuses_before_creating_anything(tmp_path: Any, capsys: Any) -> None:
+    from fedsim.cli import main
+
+    path = tmp_path / "big.toml"
+    path.write_text(
+        'population = 10000000\n[data]\nname = "synthetic"\npartition = "natural"\n'
+        '[model]\nname = "logreg"\n[backend]\nworkers = 1\n'
+    )
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    assert not out.exists()
+    assert "population = 10000000" in " ".join(capsys.readouterr().err.split())
+    missing = tmp_path / "nothing"
+    assert main(["check", str(path), "--set", "population=5", "--set", "data.name=mnist",
+                 "--set", f"data.root={missing}", "--set", "data.partition=iid",
+                 "--set", "model.name=cnn"]) == 2  # fmt: skip
+    assert "is not a directory" in " ".join(capsys.readouterr().err.split())
