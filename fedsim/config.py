@@ -207,7 +207,7 @@ class DPConfig(_Section):
     """
 
     mode: Literal["off", "sample", "user"] = "off"
-    noise_multiplier: float | None = Field(None, ge=0.0, description="> 0 in a DP mode")
+    noise_multiplier: float | None = Field(None, ge=0.0, description="> 0 to start a DP run")
     target_epsilon: float | None = Field(None, gt=0.0)
     max_grad_norm: float = Field(1.0, gt=0.0, description="per-example (sample) / update (user)")
     delta: float = Field(1e-5, gt=0.0, lt=1.0)
@@ -232,13 +232,6 @@ class DPConfig(_Section):
             raise ValueError("give either noise_multiplier or target_epsilon, not both")
         if self.noise_multiplier is None and self.target_epsilon is None:
             raise ValueError(f"dp.mode = {self.mode!r} needs noise_multiplier or target_epsilon")
-        if self.noise_multiplier is not None and self.noise_multiplier <= 0.0:
-            # <= catches -0.0 too: zero noise is no privacy (epsilon = inf), not a DP run.
-            raise ValueError(
-                f"dp.noise_multiplier = {self.noise_multiplier!r}: dp.mode = {self.mode!r} "
-                "needs noise > 0 (zero noise gives epsilon = inf); for a run without DP set "
-                'dp.mode = "off"'
-            )
         if self.max_epsilon is not None and self.target_epsilon is not None:
             if self.target_epsilon > self.max_epsilon:
                 raise ValueError(
@@ -346,12 +339,14 @@ class Scenario(_Section):
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_toml(
-        cls, path: str | Path, overrides: list[str] | None = None, *, check_machine: bool = False
+        cls, path: str | Path, overrides: list[str] | None = None, *, before_run: bool = False
     ) -> Scenario:
         """Read a scenario file, apply `key.path=value` overrides and validate.
 
-        `check_machine` adds the checks against this machine (data.root files, memory),
-        as `fedsim check` and `fedsim run` do before anything starts.
+        `before_run` adds the checks for starting a new run here, as `fedsim check` and
+        `fedsim run` do before anything starts: this machine's data.root files and
+        memory, and settings fedsim will not start (zero noise in a DP mode). Reading a
+        finished run (audit, report) leaves it off.
 
         Raises:
             ScenarioError: unreadable file, bad TOML, or any invalid field.
@@ -365,9 +360,7 @@ class Scenario(_Section):
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ScenarioError([f"not valid TOML: {exc}"], str(path)) from exc
-        return cls.from_dict(
-            raw, overrides=overrides, source=str(path), check_machine=check_machine
-        )
+        return cls.from_dict(raw, overrides=overrides, source=str(path), before_run=before_run)
 
     @classmethod
     def from_dict(
@@ -376,7 +369,7 @@ class Scenario(_Section):
         overrides: list[str] | None = None,
         source: str | None = None,
         *,
-        check_machine: bool = False,
+        before_run: bool = False,
     ) -> Scenario:
         """Validate a scenario given as a dict (the TOML structure); see `from_toml`."""
         if not isinstance(raw, dict):
@@ -392,7 +385,7 @@ class Scenario(_Section):
         problems += schema_problems
         if scenario is not None:
             # Checks of the valid parts run too: one pass shows every problem.
-            problems += scenario.cross_check(skip=bad, machine=check_machine)
+            problems += scenario.cross_check(skip=bad, machine=before_run)
         if problems or scenario is None:
             raise ScenarioError(problems, source)
         return scenario
@@ -404,13 +397,13 @@ class Scenario(_Section):
             skip: top-level keys ("dp", "population", ...) whose values were invalid and
                 replaced by defaults; a check that reads one of them is not run, since it
                 would judge the default instead of what the user wrote.
-            machine: also check this machine (data.root files, memory).
+            machine: also run the checks for starting a new run (see `from_toml`).
         """
-        from fedsim.validate import COMPONENT_CHECKS, MACHINE_CHECKS
+        from fedsim.validate import COMPONENT_CHECKS, RUN_CHECKS
 
         skipped = set(skip)
         problems: list[str] = []
-        checks = (*_FIELD_CHECKS, *COMPONENT_CHECKS, *(MACHINE_CHECKS if machine else ()))
+        checks = (*_FIELD_CHECKS, *COMPONENT_CHECKS, *(RUN_CHECKS if machine else ()))
         for reads, check in checks:
             if not skipped & reads:
                 problems.extend(check(self))
@@ -593,7 +586,8 @@ def _describe(exc: ValidationError, skip: set[str] | frozenset[str] = frozenset(
             problems.append(f"{loc}: required")
         elif isinstance(value, dict):
             # A section's own check (several fields): its message names the fields.
-            problems.append(f"{loc or '(top level)'}: {msg}")
+            named = msg.startswith(f"{loc}.")  # the message already names the field
+            problems.append(msg if named else f"{loc or '(top level)'}: {msg}")
         else:
             if err["type"] == "literal_error":
                 # pydantic lists the allowed names as 'a', 'b' or 'c'.

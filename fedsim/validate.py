@@ -291,9 +291,26 @@ def check_data_files(scenario: Scenario) -> list[str]:
     return []
 
 
-# Checks that depend on this machine (files, memory): `fedsim check` and `fedsim run`
-# run them, auditing or reporting a finished run elsewhere does not.
-MACHINE_CHECKS: tuple[tuple[frozenset[str], Callable[[Scenario], list[str]]], ...] = (
+def check_noise(scenario: Scenario) -> list[str]:
+    """Zero noise (or -0.0) in a DP mode is no privacy (epsilon = inf): not started as DP.
+
+    A run-start check, not a schema rule: a finished run with zero noise must still load,
+    so that `fedsim audit` can report its infinite epsilon.
+    """
+    z = scenario.dp.noise_multiplier
+    if scenario.dp.mode == "off" or z is None or z > 0.0:
+        return []
+    return [
+        f"dp.noise_multiplier = {z!r}: dp.mode = {scenario.dp.mode!r} needs noise > 0 (zero "
+        'noise gives epsilon = inf); for a run without DP set dp.mode = "off"'
+    ]
+
+
+# Checks for starting a new run on this machine (files, memory, what fedsim will not
+# start): `fedsim check` and `fedsim run` run them; auditing or reporting a finished run
+# does not.
+RUN_CHECKS: tuple[tuple[frozenset[str], Callable[[Scenario], list[str]]], ...] = (
+    (frozenset({"dp"}), check_noise),
     (frozenset({"data"}), check_data_files),
     (frozenset({"data", "population", "backend"}), check_memory),
 )

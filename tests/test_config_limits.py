@@ -63,14 +63,17 @@ def test_non_finite_float_in_free_form_options_is_refused(override: str) -> None
 @pytest.mark.parametrize("mode", ["sample", "user"])
 @pytest.mark.parametrize("noise", [0.0, -0.0])
 def test_zero_noise_in_a_dp_mode_points_to_mode_off(mode: str, noise: float) -> None:
+    raw = {"dp": {"mode": mode, "noise_multiplier": noise}}
     with pytest.raises(ScenarioError) as info:
-        Scenario.from_dict({"dp": {"mode": mode, "noise_multiplier": noise}})
+        Scenario.from_dict(raw, before_run=True)
     text = str(info.value)
-    assert "dp.noise_multiplier" in text and 'dp.mode = "off"' in text, text
+    assert f"dp.noise_multiplier = {noise!r}" in text and 'dp.mode = "off"' in text, text
+    # A finished run with zero noise still loads, so `fedsim audit` can report it.
+    assert Scenario.from_dict(raw).dp.noise_multiplier == 0.0
 
 
 def test_zero_noise_without_dp_is_fine() -> None:
-    sc = Scenario.from_dict({"dp": {"mode": "off", "noise_multiplier": 0.0}})
+    sc = Scenario.from_dict({"dp": {"mode": "off", "noise_multiplier": 0.0}}, before_run=True)
     assert sc.dp.noise_multiplier == 0.0
 
 
@@ -306,7 +309,7 @@ def test_missing_data_root_is_found_by_validation(tmp_path: Any, name: str, expe
     if name == "femnist":
         raw["data"]["partition"] = "natural"
     with pytest.raises(ScenarioError) as info:
-        Scenario.from_dict(raw, check_machine=True)
+        Scenario.from_dict(raw, before_run=True)
     assert f"data.root = {str(missing)!r}" in str(info.value) and expected in str(info.value)
     # Validation without the machine checks (auditing a run elsewhere) accepts it.
     Scenario.from_dict(raw)
@@ -317,16 +320,16 @@ def test_data_root_missing_a_file_names_it(tmp_path: Any) -> None:
     (tmp_path / "mnist" / "t10k-labels-idx1-ubyte").unlink()
     raw = {"data": {"name": "mnist", "root": str(tmp_path / "mnist")}}
     with pytest.raises(ScenarioError, match="missing IDX file for the test labels"):
-        Scenario.from_dict(raw, check_machine=True)
+        Scenario.from_dict(raw, before_run=True)
     _mnist_files(tmp_path / "mnist")
-    assert Scenario.from_dict(raw, check_machine=True).data.root == str(tmp_path / "mnist")
+    assert Scenario.from_dict(raw, before_run=True).data.root == str(tmp_path / "mnist")
 
 
 def test_cifar_root_missing_a_batch_names_it(tmp_path: Any) -> None:
     (tmp_path / "data_batch_1").write_bytes(b"")
     raw = {"data": {"name": "cifar10", "root": str(tmp_path)}}
     with pytest.raises(ScenarioError, match="missing batch file .*data_batch_2"):
-        Scenario.from_dict(raw, check_machine=True)
+        Scenario.from_dict(raw, before_run=True)
 
 
 def test_run_refuses_before_creating_anything(tmp_path: Any, capsys: Any) -> None:
@@ -346,3 +349,12 @@ def test_run_refuses_before_creating_anything(tmp_path: Any, capsys: Any) -> Non
                  "--set", f"data.root={missing}", "--set", "data.partition=iid",
                  "--set", "model.name=cnn"]) == 2  # fmt: skip
     assert "is not a directory" in " ".join(capsys.readouterr().err.split())
+
+
+def test_fedsim_check_refuses_negative_zero_noise(tmp_path: Any, capsys: Any) -> None:
+    from fedsim.cli import main
+
+    path = tmp_path / "dp.toml"
+    path.write_text('[dp]\nmode = "sample"\nnoise_multiplier = -0.0\n')
+    assert main(["check", str(path)]) == 2
+    assert 'set dp.mode = "off"' in " ".join(capsys.readouterr().err.split())
