@@ -140,7 +140,7 @@ def _is_bad_input(exc: BaseException) -> bool:
 def _cmd_check(args: argparse.Namespace) -> int:
     from fedsim.config import Scenario
 
-    scenario = Scenario.from_toml(args.scenario, overrides=args.overrides)
+    scenario = Scenario.from_toml(args.scenario, overrides=args.overrides, before_run=True)
     print(scenario.to_toml(), end="")
     return EXIT_OK
 
@@ -148,8 +148,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from fedsim.config import Scenario
 
-    # Validate everything before importing Flower/Ray or starting anything.
-    scenario = Scenario.from_toml(args.scenario, overrides=args.overrides)
+    # Validate everything (this machine too) before importing Flower/Ray or starting anything.
+    scenario = Scenario.from_toml(args.scenario, overrides=args.overrides, before_run=True)
     for warning in scenario.warnings():
         Console(stderr=True).print(f"warning: {warning}", markup=False, highlight=False)
     from fedsim.simulation import run

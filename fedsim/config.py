@@ -7,9 +7,12 @@ each bad field, its value and what is allowed, so a user fixes a file in one pas
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
+import re
 import tomllib
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +32,9 @@ class ScenarioError(ValueError):
 
 class _Section(BaseModel):
     # Unknown keys are errors: a typo must never silently fall back to a default.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf/nan are refused too: `non_finite_problems` reports them in a file, this flag
+    # guards values assigned in code.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SamplingConfig(_Section):
@@ -202,7 +207,7 @@ class DPConfig(_Section):
     """
 
     mode: Literal["off", "sample", "user"] = "off"
-    noise_multiplier: float | None = Field(None, ge=0.0)
+    noise_multiplier: float | None = Field(None, ge=0.0, description="> 0 to start a DP run")
     target_epsilon: float | None = Field(None, gt=0.0)
     max_grad_norm: float = Field(1.0, gt=0.0, description="per-example (sample) / update (user)")
     delta: float = Field(1e-5, gt=0.0, lt=1.0)
@@ -333,8 +338,15 @@ class Scenario(_Section):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_toml(cls, path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    def from_toml(
+        cls, path: str | Path, overrides: list[str] | None = None, *, before_run: bool = False
+    ) -> Scenario:
         """Read a scenario file, apply `key.path=value` overrides and validate.
+
+        `before_run` adds the checks for starting a new run here, as `fedsim check` and
+        `fedsim run` do before anything starts: this machine's data.root files and
+        memory, and settings fedsim will not start (zero noise in a DP mode). Reading a
+        finished run (audit, report) leaves it off.
 
         Raises:
             ScenarioError: unreadable file, bad TOML, or any invalid field.
@@ -348,7 +360,7 @@ class Scenario(_Section):
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ScenarioError([f"not valid TOML: {exc}"], str(path)) from exc
-        return cls.from_dict(raw, overrides=overrides, source=str(path))
+        return cls.from_dict(raw, overrides=overrides, source=str(path), before_run=before_run)
 
     @classmethod
     def from_dict(
@@ -356,8 +368,10 @@ class Scenario(_Section):
         raw: dict[str, Any],
         overrides: list[str] | None = None,
         source: str | None = None,
+        *,
+        before_run: bool = False,
     ) -> Scenario:
-        """Validate a scenario given as a dict (the TOML structure)."""
+        """Validate a scenario given as a dict (the TOML structure); see `from_toml`."""
         if not isinstance(raw, dict):
             raise ScenarioError([f"a scenario must be a table, got {type(raw).__name__}"], source)
         data = json.loads(json.dumps(raw))  # deep copy: never mutate the caller's dict
@@ -367,25 +381,44 @@ class Scenario(_Section):
                 apply_override(data, item)
             except ValueError as exc:
                 problems.append(str(exc))
-        if problems:
-            raise ScenarioError(problems, source)
-        try:
-            scenario = cls.model_validate(data)
-        except ValidationError as exc:
-            raise ScenarioError(_describe(exc), source) from None
-        problems = scenario.cross_check()
-        if problems:
+        scenario, bad, schema_problems = _validate_schema(cls, data)
+        problems += schema_problems
+        if scenario is not None:
+            # Checks of the valid parts run too: one pass shows every problem.
+            problems += scenario.cross_check(skip=bad, machine=before_run)
+        if problems or scenario is None:
             raise ScenarioError(problems, source)
         return scenario
 
-    def cross_check(self) -> list[str]:
-        """Checks that involve several fields (pydantic checks each field alone)."""
+    def cross_check(self, skip: Collection[str] = (), machine: bool = False) -> list[str]:
+        """Checks that involve several fields or components (pydantic checks each field alone).
+
+        Args:
+            skip: top-level keys ("dp", "population", ...) whose values were invalid and
+                replaced by defaults; a check that reads one of them is not run, since it
+                would judge the default instead of what the user wrote.
+            machine: also run the checks for starting a new run (see `from_toml`).
+        """
+        from fedsim.validate import COMPONENT_CHECKS, RUN_CHECKS
+
+        skipped = set(skip)
         problems: list[str] = []
+        checks = (*_FIELD_CHECKS, *COMPONENT_CHECKS, *(RUN_CHECKS if machine else ()))
+        for reads, check in checks:
+            if not skipped & reads:
+                problems.extend(check(self))
+        return problems
+
+    def _check_cohort(self) -> list[str]:
         if self.clients_per_round > self.population:
-            problems.append(
+            return [
                 f"sampling.clients_per_round = {self.clients_per_round}: more than the "
                 f"population ({self.population}); allowed 1..{self.population}"
-            )
+            ]
+        return []
+
+    def _check_data_fields(self) -> list[str]:
+        problems: list[str] = []
         natural = ("shakespeare", "synthetic", "femnist", "hub")
         if self.data.partition == "natural" and self.data.name not in natural:
             problems.append(
@@ -406,15 +439,20 @@ class Scenario(_Section):
                 "data.partition_options: only used by flwr-datasets partitioners; set "
                 "data.partition_backend = 'flwr' or remove them"
             )
+        return problems
+
+    def _check_model_fits_data(self) -> list[str]:
         if self.data.name == "shakespeare" and self.model.name != "char_lstm":
-            problems.append(
+            return [
                 f"model.name = {self.model.name!r}: shakespeare needs a sequence model; "
                 "allowed: 'char_lstm'"
-            )
+            ]
         if self.data.name != "shakespeare" and self.model.name == "char_lstm":
-            problems.append(
-                f"model.name = 'char_lstm': needs text data; data.name = {self.data.name!r}"
-            )
+            return [f"model.name = 'char_lstm': needs text data; data.name = {self.data.name!r}"]
+        return []
+
+    def _check_adaptive_clipping(self) -> list[str]:
+        problems: list[str] = []
         if self.dp.mode == "user" and self.dp.adaptive_clipping:
             from fedsim.strategies.dp_fedavg import split_noise
 
@@ -425,11 +463,18 @@ class Scenario(_Section):
                     split_noise(z, sigma_b)
                 except ValueError as exc:
                     problems.append(f"dp.adaptive_clipping: {exc}")
+        return problems
+
+    def _check_epochs(self) -> list[str]:
         if self.train.min_epochs is not None and self.train.min_epochs > self.train.epochs:
-            problems.append(
+            return [
                 f"train.min_epochs = {self.train.min_epochs}: must be <= train.epochs "
                 f"({self.train.epochs})"
-            )
+            ]
+        return []
+
+    def _check_audit(self) -> list[str]:
+        problems: list[str] = []
         if self.audit.canary_clients and self.dp.mode != "user":
             problems.append(
                 "audit.canary_clients: the one-shot audit estimates user-level DP; it needs "
@@ -440,8 +485,6 @@ class Scenario(_Section):
                 "audit.canaries: example canaries audit sample-level DP; with dp.mode = "
                 "'user' use dp.mode = 'sample' or 'off', or set audit.canaries = 0"
             )
-        problems.extend(self._check_model())
-        problems.extend(self._check_strategy())
         return problems
 
     def warnings(self) -> list[str]:
@@ -460,44 +503,6 @@ class Scenario(_Section):
             )
         return out
 
-    def _check_strategy(self) -> list[str]:
-        from fedsim.strategies.factory import strategy_options
-
-        try:
-            strategy_options(self)
-        except ScenarioError as exc:
-            return exc.problems
-        if self.strategy.name in ("scaffold", "fednova") and self.train.optimizer != "sgd":
-            return [
-                f"strategy.name = {self.strategy.name!r}: its update rule assumes local SGD; "
-                "set train.optimizer = 'sgd'"
-            ]
-        if self.dp.mode == "user" and self.strategy.name not in ("fedavg", "fedprox"):
-            return [
-                f"strategy.name = {self.strategy.name!r}: user-level DP-FedAvg replaces the "
-                "aggregation; allowed with dp.mode = 'user': 'fedavg', 'fedprox'"
-            ]
-        return []
-
-    def _check_model(self) -> list[str]:
-        # Build the model once on the CPU so a bad option or a layer Opacus cannot
-        # privatise is reported now, not inside a Ray worker minutes later.
-        from fedsim.models import ModelError, build_model, check_private
-
-        io = _model_io(self)
-        if io is None:
-            return []
-        shape, classes = io
-        try:
-            model = build_model(
-                self.model.name, input_shape=shape, num_classes=classes, **self.model.options()
-            )
-            if self.dp.mode != "off":
-                check_private(model)
-        except ModelError as exc:
-            return [f"model: {exc}"]
-        return []
-
     def to_toml(self) -> str:
         """The resolved scenario as TOML (every default written out)."""
         return dumps_toml(self.model_dump(mode="json", exclude_none=True))
@@ -507,46 +512,88 @@ class Scenario(_Section):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
 
-_IO = {
-    "digits": ((1, 8, 8), 10),
-    "mnist": ((1, 28, 28), 10),
-    "fashion_mnist": ((1, 28, 28), 10),
-    "cifar10": ((3, 32, 32), 10),
-    "femnist": ((1, 28, 28), 62),
-    "mnist1d": ((1, 40), 10),
-}
+# (top-level keys a check reads, the check); `Scenario.cross_check` skips a check that
+# reads a key whose value was invalid.
+_FIELD_CHECKS: tuple[tuple[frozenset[str], Callable[[Scenario], list[str]]], ...] = (
+    (frozenset({"sampling", "population"}), Scenario._check_cohort),
+    (frozenset({"data"}), Scenario._check_data_fields),
+    (frozenset({"data", "model"}), Scenario._check_model_fits_data),
+    (frozenset({"dp", "sampling", "population"}), Scenario._check_adaptive_clipping),
+    (frozenset({"train"}), Scenario._check_epochs),
+    (frozenset({"audit", "dp"}), Scenario._check_audit),
+)
 
 
-def _model_io(scenario: Scenario) -> tuple[tuple[int, ...], int] | None:
-    """Input shape and class count of the scenario's data, without loading it.
+def did_you_mean(value: Any, choices: Iterable[str]) -> str:
+    """'; did you mean 'x'?' for the allowed name closest to a mistyped one, else ''."""
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
-    None for a hub data set, whose shape is known only once it is loaded.
+
+def _validate_schema(
+    cls: type[Scenario], data: dict[str, Any]
+) -> tuple[Scenario | None, set[str], list[str]]:
+    """Validate field by field: (scenario, invalid top-level keys, problems).
+
+    With invalid keys, the scenario is the rest with defaults in their place, so that
+    checks of the valid sections can still run; None if even that does not validate.
     """
-    if scenario.data.name in _IO:
-        return _IO[scenario.data.name]
-    if scenario.data.name == "hub":
-        return None
-    if scenario.data.name == "shakespeare":
-        from fedsim.data.shakespeare import VOCAB
+    non_finite = non_finite_problems(data)
+    problems = [message for _, message in non_finite]
+    bad = {loc.split(".")[0].split("[")[0] for loc, _ in non_finite}
+    try:
+        scenario = cls.model_validate(data)
+    except ValidationError as exc:
+        problems += _describe(exc, skip={loc for loc, _ in non_finite})
+        bad |= {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
+        try:
+            scenario = cls.model_validate({k: v for k, v in data.items() if k not in bad})
+        except ValidationError:
+            scenario = None
+    return scenario, bad, problems
 
-        return (scenario.data.shakespeare.seq_len,), len(VOCAB)
-    syn = scenario.data.synthetic
-    return (syn.dim,), syn.num_classes
+
+def non_finite_problems(data: Any, path: str = "") -> list[tuple[str, str]]:
+    """(dotted path, message) for every inf or nan float anywhere in a raw scenario.
+
+    The one rule for non-finite values: it covers typed fields and free-form option
+    tables (model options, strategy.options, data.partition_options) alike.
+    """
+    if isinstance(data, float) and not math.isfinite(data):
+        return [(path, f"{path} = {data!r}: must be a finite number (inf and nan are not allowed)")]
+    items: Any = ()
+    if isinstance(data, dict):
+        items = ((f"{path}.{k}" if path else str(k), v) for k, v in data.items())
+    elif isinstance(data, list):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(data))
+    return [found for sub, value in items for found in non_finite_problems(value, sub)]
 
 
-def _describe(exc: ValidationError) -> list[str]:
+def _describe(exc: ValidationError, skip: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """One line per pydantic error; `skip` holds dotted locations already reported."""
     problems = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        if loc in skip:
+            continue
         value = err.get("input")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             problems.append(f"{loc}: unknown key (value {value!r}); remove it or check spelling")
         elif err["type"] == "missing":
             problems.append(f"{loc}: required")
+        elif isinstance(value, dict):
+            # A section's own check (several fields): its message names the fields.
+            named = msg.startswith(f"{loc}.")  # the message already names the field
+            problems.append(msg if named else f"{loc or '(top level)'}: {msg}")
         else:
-            shown = value if not isinstance(value, dict) else "{...}"
-            problems.append(f"{loc or '(top level)'} = {shown!r}: {msg}")
+            if err["type"] == "literal_error":
+                # pydantic lists the allowed names as 'a', 'b' or 'c'.
+                allowed = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+                msg += did_you_mean(value, allowed)
+            problems.append(f"{loc or '(top level)'} = {value!r}: {msg}")
     return problems
 
 
@@ -562,8 +609,13 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     """Apply one `dotted.key=value` override to a nested dict in place (`=none` removes it).
 
     Raises:
-        ValueError: the item has no '=' or walks through a non-table.
+        ValueError: the item has a line break, has no '=' or walks through a non-table.
     """
+    if any(ch in item for ch in "\n\r\v\f\x85\u2028\u2029"):
+        # TOML would read "5\nseed=3" as 5 and drop the rest without a word.
+        raise ValueError(
+            f"--set {item!r}: the key or value has a line break; give one key=value per --set"
+        )
     if "=" not in item:
         raise ValueError(f"--set {item!r}: expected key.path=value")
     key, _, text = item.partition("=")

@@ -155,6 +155,29 @@ def _class_names(directory: Path) -> list[str]:
     return out
 
 
+def locate_cifar10(root: str | None) -> Path:
+    """The directory holding the six batch files; DataError if it or a file is missing.
+
+    Cheap (no file is read): scenario validation calls it before anything starts.
+    """
+    if root is None:
+        raise DataError(
+            "cifar10 is read from local files; give root = the directory holding "
+            "cifar-10-batches-py/ (data_batch_1..5, test_batch)"
+        )
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise DataError(f"cifar10: root {str(base)!r} is not a directory")
+    directory = base / SUBDIR if (base / SUBDIR).is_dir() else base
+    for name in (*TRAIN_BATCHES, TEST_BATCH):
+        if not (directory / name).is_file():
+            raise DataError(
+                f"cifar10: missing batch file {directory / name}; expected "
+                f"{', '.join(TRAIN_BATCHES)} and {TEST_BATCH} in {directory}"
+            )
+    return directory
+
+
 def load_cifar10(*, seed: int, root: str | None = None) -> DatasetBundle:
     """Load CIFAR-10 (50,000 train / 10,000 test 32x32 colour images) from local files.
 
@@ -175,21 +198,7 @@ def load_cifar10(*, seed: int, root: str | None = None) -> DatasetBundle:
             or a batch is malformed (see `read_batch`).
     """
     check_int("seed", seed, minimum=0)
-    if root is None:
-        raise DataError(
-            "cifar10 is read from local files; give root = the directory holding "
-            "cifar-10-batches-py/ (data_batch_1..5, test_batch)"
-        )
-    base = Path(root).expanduser()
-    if not base.is_dir():
-        raise DataError(f"cifar10: root {str(base)!r} is not a directory")
-    directory = base / SUBDIR if (base / SUBDIR).is_dir() else base
-    for name in (*TRAIN_BATCHES, TEST_BATCH):
-        if not (directory / name).is_file():
-            raise DataError(
-                f"cifar10: missing batch file {directory / name}; expected "
-                f"{', '.join(TRAIN_BATCHES)} and {TEST_BATCH} in {directory}"
-            )
+    directory = locate_cifar10(root)
     train = _to_dataset([read_batch(directory / name) for name in TRAIN_BATCHES])
     test = _to_dataset([read_batch(directory / TEST_BATCH)])
     info = {

@@ -126,6 +126,25 @@ def _to_dataset(
     return ArrayDataset(x, y, groups, group_names=names)
 
 
+def locate_femnist(root: str | None) -> Path:
+    """The LEAF data directory (with train/ and test/); DataError if one is missing.
+
+    Cheap (no file is read): scenario validation calls it before anything starts.
+    """
+    if root is None:
+        raise DataError(
+            "femnist is read from LEAF's JSON files; give root = the directory holding "
+            "train/*.json and test/*.json"
+        )
+    base = Path(root).expanduser()
+    for split in ("train", "test"):
+        if not (base / split).is_dir():
+            raise DataError(
+                f"femnist: missing directory {base / split} (expected LEAF's {split}/*.json)"
+            )
+    return base
+
+
 def load_femnist(*, seed: int, root: str | None = None) -> DatasetBundle:
     """Load LEAF's FEMNIST (handwritten digits and letters by ~3,500 writers) from JSON files.
 
@@ -145,17 +164,7 @@ def load_femnist(*, seed: int, root: str | None = None) -> DatasetBundle:
             a file is malformed (the message names the file and writer).
     """
     check_int("seed", seed, minimum=0)
-    if root is None:
-        raise DataError(
-            "femnist is read from LEAF's JSON files; give root = the directory holding "
-            "train/*.json and test/*.json"
-        )
-    base = Path(root).expanduser()
-    for split in ("train", "test"):
-        if not (base / split).is_dir():
-            raise DataError(
-                f"femnist: missing directory {base / split} (expected LEAF's {split}/*.json)"
-            )
+    base = locate_femnist(root)
     train_raw = read_leaf_split(base / "train")
     test_raw = read_leaf_split(base / "test")
     names = tuple(sorted(set(train_raw) | set(test_raw)))

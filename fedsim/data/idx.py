@@ -41,6 +41,9 @@ _STEMS = {
     ("test", "labels"): ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
 }
 
+# torchvision's folder name for each data set (files under <root>/<folder>/raw).
+_SUBDIRS = {"mnist": ("MNIST",), "fashion_mnist": ("FashionMNIST",)}
+
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
     "Trouser",
@@ -180,10 +183,11 @@ def _load_split(
     return x, labels.astype(np.int64), files
 
 
-def _load_idx_dataset(
-    name: str, root: str | None, seed: int, subdirs: tuple[str, ...], classes: tuple[str, ...]
-) -> DatasetBundle:
-    check_int("seed", seed, minimum=0)  # unused (the format has its own split); still validated
+def locate_idx_files(name: str, root: str | None) -> tuple[Path, ...]:
+    """The directories to search for `name`'s four IDX files; DataError if one is missing.
+
+    Cheap (no file is read): scenario validation calls it before anything starts.
+    """
     if root is None:
         raise DataError(
             f"{name} is read from local IDX files; give root = a directory holding "
@@ -194,7 +198,17 @@ def _load_idx_dataset(
     if not base.is_dir():
         raise DataError(f"{name}: root {str(base)!r} is not a directory")
     # torchvision keeps the same files under <root>/<Name>/raw; accept that layout as well.
-    search = (base, base / "raw", *(base / d / "raw" for d in subdirs))
+    search = (base, base / "raw", *(base / d / "raw" for d in _SUBDIRS[name]))
+    for split, kind in _STEMS:
+        _find(search, split, kind)
+    return search
+
+
+def _load_idx_dataset(
+    name: str, root: str | None, seed: int, classes: tuple[str, ...]
+) -> DatasetBundle:
+    check_int("seed", seed, minimum=0)  # unused (the format has its own split); still validated
+    search = locate_idx_files(name, root)
     x_train, y_train, files = _load_split(search, "train")
     x_test, y_test, test_files = _load_split(search, "test")
     train = ArrayDataset(x_train, y_train)
@@ -232,7 +246,7 @@ def load_mnist(*, seed: int, root: str | None = None) -> DatasetBundle:
         DataError: if `root` is missing, a file is missing (the message lists the paths
             tried), a header is bad, a file is truncated, or images and labels disagree.
     """
-    return _load_idx_dataset("mnist", root, seed, ("MNIST",), tuple(str(d) for d in range(10)))
+    return _load_idx_dataset("mnist", root, seed, tuple(str(d) for d in range(10)))
 
 
 def load_fashion_mnist(*, seed: int, root: str | None = None) -> DatasetBundle:
@@ -252,4 +266,4 @@ def load_fashion_mnist(*, seed: int, root: str | None = None) -> DatasetBundle:
     Raises:
         DataError: as `load_mnist`.
     """
-    return _load_idx_dataset("fashion_mnist", root, seed, ("FashionMNIST",), FASHION_MNIST_CLASSES)
+    return _load_idx_dataset("fashion_mnist", root, seed, FASHION_MNIST_CLASSES)
