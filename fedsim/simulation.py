@@ -447,7 +447,7 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
                 clip_norm=rel.clip_norm,
                 sampling=rel.sampling,
                 clients=rel.clients,
-                unclipped_fraction=rel.unclipped_fraction,
+                **rel.ledger_fields(),
             )
             state.ledger_lines += 1
             for c in rel.clients:

@@ -31,6 +31,10 @@ ledger-scenario           violation  lines the scenario cannot produce (unknown 
                                      round out of range, too many clients in a round,
                                      a level its dp.mode does not write)
 summary                   violation  summary.json contradicts the scenario
+noise-split               violation  a user-level line's noise_multiplier is not the
+                                     joint multiplier of its sum's multiplier and its
+                                     count's noise std / sensitivity (adaptive
+                                     clipping); a warning when the line lacks them
 accountant-disagreement   warning    accountants differ by > 10 % on one history
 duplicate-line            warning    the same (round, client) twice (counted twice)
 delta-size                warning    delta >= 1 / number of records it protects
