@@ -111,7 +111,11 @@ def test_json_document_has_stable_keys_and_is_strict(
         assert set(row["epsilon"]) == {"rdp", "prv"}
         lo, hi = sorted(row["epsilon"].values())
         assert row["max_relative_disagreement"] == pytest.approx((hi - lo) / lo)
-        assert row["flagged"] == (row["max_relative_disagreement"] > acc["threshold"])
+        # RDP above PRV is expected looseness: reported beside the tightest, not flagged
+        assert row["tightest"] == "prv" and row["tightest_epsilon"] == lo
+        assert row["looseness"]["rdp"] == pytest.approx((hi - lo) / lo)
+        assert row["flagged"] is False and row["problems"] == []
+    assert acc["tight_agreement"] == 0.02
     g = doc["guarantees"][0]
     assert g["level"] == "sample" and "max over clients" in g["rule"]
     assert g["epsilon"] == doc["sample_level"]["epsilon"]["max"]
