@@ -245,6 +245,10 @@ class _ServerState:
             "noise_rng": ("os-entropy" if sc.dp.secure_rng else "seeded")
             if sc.dp.mode != "off"
             else None,
+            # With secure_rng batch masks and Poisson cohorts are secret as well.
+            "sampling_rng": ("os-entropy" if sc.dp.secure_rng else "seeded")
+            if sc.dp.mode != "off"
+            else None,
             "clients_trained": sum(m["clients_trained"] for m in self.metrics),
             "clients_failed": sum(m["clients_failed"] for m in self.metrics),
             "ledger_mismatches": self.mismatches,

@@ -20,7 +20,6 @@ used and releases are accounted without amplification (q = 1), per client.
 from __future__ import annotations
 
 import math
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +37,7 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
-from fedsim.seeding import numpy_rng
+from fedsim.seeding import dp_numpy_rng, numpy_rng
 
 
 @dataclass
@@ -106,8 +105,10 @@ class DPFedAvg(Strategy):
         clip_norm: initial clip norm C of a client's update (L2 over all arrays).
         sampling: "poisson" (amplified accounting) or "fixed" (no amplification).
         clients_per_round: expected (poisson) or exact (fixed) clients per round.
-        seed: for Poisson sampling and, unless `secure_rng`, the noise.
-        secure_rng: draw the noise seed from the OS entropy pool each round.
+        seed: for the canary directions and, unless `secure_rng`, the Poisson
+            cohorts and the noise.
+        secure_rng: draw cohorts, the sum's noise and the count's noise from OS
+            entropy each round (secret sampling and noise).
         adaptive: adaptive clipping settings, or None for fixed clipping.
     """
 
@@ -170,14 +171,15 @@ class DPFedAvg(Strategy):
             self._sampled = sorted(int(m.metadata.dst_node_id) for m in messages)
             return messages
         nodes = sorted(grid.get_node_ids())
-        rng = numpy_rng(self.seed, "poisson-clients", server_round)
+        rng = dp_numpy_rng(self.secure_rng, self.seed, "poisson-clients", server_round)
         # Each client joins independently with probability q: the sampling the
         # amplified accounting assumes. Drawn for every node, in id order, so the
-        # cohort depends on (seed, round) only.
+        # cohort depends on (seed, round) only; with secure_rng it is secret (OS
+        # entropy): amplification assumes nobody can tell who was sampled.
         joined = rng.random(len(nodes)) < self.sample_rate
         self._sampled = [n for n, j in zip(nodes, joined, strict=True) if j]
         if self.canaries:
-            crng = numpy_rng(self.seed, "poisson-canaries", server_round)
+            crng = dp_numpy_rng(self.secure_rng, self.seed, "poisson-canaries", server_round)
             self._canaries_joined = crng.random(self.canaries) < self.sample_rate
         config["server-round"] = server_round
         record = RecordDict(
@@ -271,9 +273,8 @@ class DPFedAvg(Strategy):
         return float(noised / self.expected_clients + COUNT_SENSITIVITY)
 
     def _noise_rng(self, server_round: int) -> np.random.Generator:
-        if self.secure_rng:
-            return np.random.default_rng(secrets.randbits(128))
-        return numpy_rng(self.seed, "user-noise", server_round)
+        # The sum's noise and the adaptive-clipping count noise, one stream per round.
+        return dp_numpy_rng(self.secure_rng, self.seed, "user-noise", server_round)
 
     def canary_directions(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """2 x canaries unit directions over the flattened model: inserted, then held out."""

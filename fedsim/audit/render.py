@@ -27,8 +27,10 @@ _TOPICS = {
     "client_sampling": "client sampling",
     "neighbouring_relation": "neighbouring relation",
     "noise_rng": "noise RNG",
+    "sampling_rng": "sampling RNG",
     "accountant": "accountant and delta",
     "composition": "composition",
+    "trust_model": "trust model",
 }
 
 

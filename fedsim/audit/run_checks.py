@@ -110,6 +110,7 @@ def check_summary(
     if scenario.dp.mode != "off":
         expected = {
             "noise_rng": "os-entropy" if scenario.dp.secure_rng else "seeded",
+            "sampling_rng": "os-entropy" if scenario.dp.secure_rng else "seeded",
             "accountant": scenario.dp.accountant,
             "delta": scenario.dp.delta,
         }

@@ -75,6 +75,7 @@ def write_run(
             "dp_mode": dp.mode,
             "accountant": dp.accountant,
             "noise_rng": "os-entropy" if dp.secure_rng else "seeded",
+            "sampling_rng": "os-entropy" if dp.secure_rng else "seeded",
             "population": scenario.population,
         }
         # As the run writes it: strict JSON, an infinite epsilon becomes null.
@@ -139,6 +140,7 @@ def write_user_run(
         "dp_mode": dp.mode,
         "accountant": dp.accountant,
         "noise_rng": "os-entropy" if dp.secure_rng else "seeded",
+        "sampling_rng": "os-entropy" if dp.secure_rng else "seeded",
     }
     (path / "summary.json").write_text(json.dumps(clean_json(doc)), encoding="utf-8")
     return path
