@@ -83,6 +83,7 @@ class _UserPlan:
     sample_rate: float
     sampling: str
     clip_norm: float | None  # None with adaptive clipping: it changes every round
+    count_noise_std: float | None = None  # adaptive clipping's sigma_b
 
 
 def _user_plan(scenario: Scenario) -> _UserPlan:
@@ -96,6 +97,10 @@ def _user_plan(scenario: Scenario) -> _UserPlan:
         sample_rate=float(user_sample_rate(scenario)),
         sampling=str(getattr(dp, "client_sampling", "poisson")),
         clip_norm=None if adaptive else float(dp.max_grad_norm),
+        # The server's default: expected clients / 20 (Andrew et al. 2021).
+        count_noise_std=(
+            float(dp.clip_count_stddev or scenario.clients_per_round / 20.0) if adaptive else None
+        ),
     )
 
 
@@ -112,6 +117,13 @@ def _check_user_plan(line: LedgerLine, plan: _UserPlan) -> list[Finding]:
         )
     if int(rec["steps"]) != 1:
         problems.append(f"steps {rec['steps']} != 1 (one release per round)")
+    std = rec.get("count_noise_std")
+    if plan.count_noise_std is not None and std is not None:
+        if not close(float(std), plan.count_noise_std):
+            problems.append(
+                f"count noise std {std!r} != planned {plan.count_noise_std!r} "
+                "(dp.clip_count_stddev, default clients_per_round / 20)"
+            )
     out = []
     if problems:
         out.append(violation("plan-mismatch", f"{who(rec)}: " + "; ".join(problems), line.line_no))

@@ -207,6 +207,12 @@ def test_adaptive_noise_split_is_recomputed_from_each_line(tmp_path: Path) -> No
     bare = write_user_run(tmp_path / "bare", sc, POISSON_COHORTS)
     warned = [f for f in audit_run(bare, accountants=["rdp"]).findings if f.kind == "noise-split"]
     assert [f.severity for f in warned] == ["warning", "warning"]
+    # A count noise other than the scenario's sigma_b is a plan mismatch.
+    other = {**_adaptive_split(0.5), "count_noise_std": 3.0}
+    other["clip_sum_noise_multiplier"] = (1.0 - (2 * 3.0) ** -2) ** -0.5
+    odd = write_user_run(tmp_path / "odd", sc, POISSON_COHORTS, extra=other)
+    plan = [f for f in audit_run(odd, accountants=["rdp"]).findings if f.kind == "plan-mismatch"]
+    assert len(plan) == 2 and "count noise std 3.0 != planned 2.0" in plan[0].message
 
 
 def test_user_level_tampered_epsilon(tmp_path: Path) -> None:
