@@ -9,7 +9,6 @@ example does every round) costs more than the training of a small client.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +21,13 @@ from fedsim.clients.dp import LocalPlan, local_steps, plan_participation
 from fedsim.config import Scenario
 from fedsim.data import ArrayDataset
 from fedsim.models import build_model
-from fedsim.seeding import derive_seed, numpy_rng, torch_generator
+from fedsim.seeding import (
+    derive_seed,
+    dp_torch_generator,
+    numpy_rng,
+    secure_torch_generator,
+    torch_generator,
+)
 
 # Opacus' hooks fire on module outputs when inputs need no grad (always, for data):
 # expected here, and one warning per step would drown the output.
@@ -180,7 +185,9 @@ class LocalTrainer:
         )
         self.model.train()
         n = len(indices)
-        gen = torch_generator(sc.seed, "batches", round, client)
+        # With secure_rng the batch masks are secret too: amplification by sampling
+        # assumes nobody knows which examples joined a batch.
+        gen = dp_torch_generator(self.dp and sc.dp.secure_rng, sc.seed, "batches", round, client)
         fail_at = self._fault_step(client, round, n)
         plan: LocalPlan | None = None
         sample_rate = 0.0
@@ -275,9 +282,7 @@ class LocalTrainer:
         if self.scenario.dp.secure_rng:
             # Fresh OS entropy per participation (torchcsprng has no build for this
             # Python/torch); Opacus' secure_mode adds its floating-point mitigation.
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1))
-            opt.generator = gen  # type: ignore[attr-defined]
+            opt.generator = secure_torch_generator(self.device)  # type: ignore[attr-defined]
         else:
             # Seeded noise: reproducible experiments; the audit states it.
             opt.generator = torch_generator(  # type: ignore[attr-defined]

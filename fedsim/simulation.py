@@ -245,6 +245,10 @@ class _ServerState:
             "noise_rng": ("os-entropy" if sc.dp.secure_rng else "seeded")
             if sc.dp.mode != "off"
             else None,
+            # With secure_rng batch masks and Poisson cohorts are secret as well.
+            "sampling_rng": ("os-entropy" if sc.dp.secure_rng else "seeded")
+            if sc.dp.mode != "off"
+            else None,
             "clients_trained": sum(m["clients_trained"] for m in self.metrics),
             "clients_failed": sum(m["clients_failed"] for m in self.metrics),
             "ledger_mismatches": self.mismatches,
@@ -447,7 +451,7 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
                 clip_norm=rel.clip_norm,
                 sampling=rel.sampling,
                 clients=rel.clients,
-                unclipped_fraction=rel.unclipped_fraction,
+                **rel.ledger_fields(),
             )
             state.ledger_lines += 1
             for c in rel.clients:
@@ -546,8 +550,14 @@ def _write_canary_audit(sc: Scenario, state: _ServerState, model: Any, bundle: A
     plan = canary_plan(m, sc.population, offset, sc.seed)
     scores = canary_scores(model, bundle.train, offset)
     ks = sorted({max(1, m // d) for d in (20, 10, 4)})
+    # The bound is tested against the claim's (eps, delta), so it is computed at that
+    # delta (Steinke et al. 2023, approximate DP); with DP off nothing is claimed.
     result = best_lower_bound(
-        scores, plan.included, confidence=sc.audit.confidence, k_values=[(k, k) for k in ks]
+        scores,
+        plan.included,
+        confidence=sc.audit.confidence,
+        k_values=[(k, k) for k in ks],
+        delta=sc.dp.delta if sc.dp.mode != "off" else 0.0,
     )
     eps = _epsilon_summary(state, sc)
     result["claimed_epsilon"] = eps["max"] if eps else None
@@ -748,14 +758,7 @@ def _epsilon_summary(state: _ServerState, sc: Scenario) -> dict[str, float] | No
     ledger = state.ledger
     if ledger is None:
         return None
-    if sc.dp.mode == "sample":
-        return ledger.summary(sc.population)
-    values = sorted(ledger.user_epsilon_of(c) for c in range(sc.population))
-    return {
-        "min": values[0],
-        "median": float(np.median(values)),
-        "max": values[-1],
-    }
+    return ledger.level_summary(sc.population, sc.dp.mode)
 
 
 def _finite(record: Any, key: str) -> float | None:

@@ -20,7 +20,6 @@ used and releases are accounted without amplification (q = 1), per client.
 from __future__ import annotations
 
 import math
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +37,7 @@ from flwr.app import (
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
-from fedsim.seeding import numpy_rng
+from fedsim.seeding import dp_numpy_rng, numpy_rng
 
 
 @dataclass
@@ -46,6 +45,11 @@ class AdaptiveClipping:
     """Geometric update of the clip norm towards a quantile of update norms.
 
     C <- C * exp(-lr * (b - quantile)), b = noisy fraction of unclipped clients.
+
+    The count is released as sum_i (b_i - 1/2) + N(0, count_stddev^2), b_i = 1 when
+    client i's update was not clipped: each client moves it by exactly 1/2
+    (:data:`COUNT_SENSITIVITY`), the sensitivity Andrew et al.'s joint noise
+    multiplier assumes (TF-Privacy's QuantileEstimatorQuery shifts the same way).
     """
 
     target_quantile: float = 0.5
@@ -53,9 +57,20 @@ class AdaptiveClipping:
     count_stddev: float | None = None  # default: expected clients / 20 (paper)
 
 
+#: Add/remove sensitivity of the shifted unclipped count sum_i (b_i - 1/2).
+COUNT_SENSITIVITY = 0.5
+
+
 @dataclass
 class Release:
-    """What one round released, for the ledger."""
+    """What one round released, for the ledger.
+
+    ``noise_multiplier`` is the effective (joint) multiplier the accountant composes;
+    with adaptive clipping it combines ``clip_sum_noise_multiplier`` (the sum's
+    noise std / C) and the count's noise std / sensitivity. ``unclipped_fraction`` is
+    the raw fraction, kept on the curator's side (never written to the ledger);
+    ``noised_unclipped_fraction`` is what the count release made public.
+    """
 
     round: int
     noise_multiplier: float
@@ -64,6 +79,19 @@ class Release:
     sampling: str
     clients: list[int]
     unclipped_fraction: float | None
+    clip_sum_noise_multiplier: float | None = None
+    count_noise_std: float | None = None
+    count_sensitivity: float | None = None
+    noised_unclipped_fraction: float | None = None
+
+    def ledger_fields(self) -> dict[str, Any]:
+        """The extra fields of this release's ledger line: only released quantities."""
+        out: dict[str, Any] = {"clip_sum_noise_multiplier": self.clip_sum_noise_multiplier}
+        if self.count_noise_std is not None:
+            out["count_noise_std"] = self.count_noise_std
+            out["count_sensitivity"] = self.count_sensitivity
+            out["noised_unclipped_fraction"] = self.noised_unclipped_fraction
+        return out
 
 
 class DPFedAvg(Strategy):
@@ -77,8 +105,10 @@ class DPFedAvg(Strategy):
         clip_norm: initial clip norm C of a client's update (L2 over all arrays).
         sampling: "poisson" (amplified accounting) or "fixed" (no amplification).
         clients_per_round: expected (poisson) or exact (fixed) clients per round.
-        seed: for Poisson sampling and, unless `secure_rng`, the noise.
-        secure_rng: draw the noise seed from the OS entropy pool each round.
+        seed: for the canary directions and, unless `secure_rng`, the Poisson
+            cohorts and the noise.
+        secure_rng: draw cohorts, the sum's noise and the count's noise from OS
+            entropy each round (secret sampling and noise).
         adaptive: adaptive clipping settings, or None for fixed clipping.
     """
 
@@ -141,14 +171,15 @@ class DPFedAvg(Strategy):
             self._sampled = sorted(int(m.metadata.dst_node_id) for m in messages)
             return messages
         nodes = sorted(grid.get_node_ids())
-        rng = numpy_rng(self.seed, "poisson-clients", server_round)
+        rng = dp_numpy_rng(self.secure_rng, self.seed, "poisson-clients", server_round)
         # Each client joins independently with probability q: the sampling the
         # amplified accounting assumes. Drawn for every node, in id order, so the
-        # cohort depends on (seed, round) only.
+        # cohort depends on (seed, round) only; with secure_rng it is secret (OS
+        # entropy): amplification assumes nobody can tell who was sampled.
         joined = rng.random(len(nodes)) < self.sample_rate
         self._sampled = [n for n, j in zip(nodes, joined, strict=True) if j]
         if self.canaries:
-            crng = numpy_rng(self.seed, "poisson-canaries", server_round)
+            crng = dp_numpy_rng(self.secure_rng, self.seed, "poisson-canaries", server_round)
             self._canaries_joined = crng.random(self.canaries) < self.sample_rate
         config["server-round"] = server_round
         record = RecordDict(
@@ -201,11 +232,14 @@ class DPFedAvg(Strategy):
             sampling=self.sampling,
             clients=list(self._sampled),
             unclipped_fraction=unclipped / n_ok if n_ok else None,
+            clip_sum_noise_multiplier=self.update_noise_multiplier,
         )
         self.releases.append(release)
         if self.adaptive is not None:
-            # The unclipped count is released with its own noise (std count_stddev).
-            noisy_b = (unclipped + rng.normal(0.0, self.count_stddev)) / self.expected_clients
+            noisy_b = self._noisy_unclipped_fraction(unclipped, n_ok, rng)
+            release.count_noise_std = self.count_stddev
+            release.count_sensitivity = COUNT_SENSITIVITY
+            release.noised_unclipped_fraction = noisy_b
             self.clip_norm *= math.exp(
                 -self.adaptive.learning_rate * (noisy_b - self.adaptive.target_quantile)
             )
@@ -225,10 +259,22 @@ class DPFedAvg(Strategy):
         return self.inner.aggregate_evaluate(server_round, replies)
 
     # -------------------------------------------------------------- helpers
+    def _noisy_unclipped_fraction(
+        self, unclipped: int, clients: int, rng: np.random.Generator
+    ) -> float:
+        """The released fraction of unclipped clients (Andrew et al. 2021, Alg. 1).
+
+        The query is sum_i (b_i - 1/2), sensitivity 1/2 under add/remove, plus
+        N(0, count_stddev^2); dividing by the fixed D and adding 1/2 back gives an
+        unbiased estimate of the unclipped fraction that reveals no more.
+        """
+        shifted = unclipped - COUNT_SENSITIVITY * clients
+        noised = shifted + rng.normal(0.0, self.count_stddev)
+        return float(noised / self.expected_clients + COUNT_SENSITIVITY)
+
     def _noise_rng(self, server_round: int) -> np.random.Generator:
-        if self.secure_rng:
-            return np.random.default_rng(secrets.randbits(128))
-        return numpy_rng(self.seed, "user-noise", server_round)
+        # The sum's noise and the adaptive-clipping count noise, one stream per round.
+        return dp_numpy_rng(self.secure_rng, self.seed, "user-noise", server_round)
 
     def canary_directions(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """2 x canaries unit directions over the flattened model: inserted, then held out."""
@@ -245,22 +291,42 @@ class DPFedAvg(Strategy):
         return {"clip_norm": self.clip_norm}
 
 
+def joint_noise_multiplier(
+    clip_sum_noise_multiplier: float,
+    count_noise_std: float | None,
+    count_sensitivity: float | None = COUNT_SENSITIVITY,
+) -> float:
+    """The one Gaussian multiplier that the sum and count releases compose to.
+
+    Andrew et al. 2021, Theorem 1: the sum with multiplier z_delta (noise std / C) and
+    a count of add/remove sensitivity s with noise std sigma_b are together a Gaussian
+    mechanism of multiplier z = (z_delta^-2 + (sigma_b / s)^-2)^-1/2. Without a count
+    release (fixed clipping) z = z_delta.
+    """
+    if count_noise_std is None:
+        return float(clip_sum_noise_multiplier)
+    if count_sensitivity is None or count_sensitivity <= 0:
+        raise ValueError(f"count_sensitivity must be > 0, got {count_sensitivity!r}")
+    return float(
+        (clip_sum_noise_multiplier**-2 + (count_noise_std / count_sensitivity) ** -2) ** -0.5
+    )
+
+
 def split_noise(noise_multiplier: float, count_stddev: float) -> float:
     """Noise multiplier left for the update sum when the clip count also gets noise.
 
-    Andrew et al. 2021, Theorem 1: releasing the sum with z_delta and the unclipped
-    count with std sigma_b is as private as one Gaussian release with
-    z = (z_delta^-2 + (2 sigma_b)^-2)^-1/2, so z_delta = (z^-2 - (2 sigma_b)^-2)^-1/2.
+    Inverse of :func:`joint_noise_multiplier` with the shifted count (sensitivity
+    1/2): z_delta = (z^-2 - (2 sigma_b)^-2)^-1/2.
 
     Raises:
         ValueError: 2 * count_stddev <= noise_multiplier (no noise budget left).
     """
     if noise_multiplier <= 0:
         raise ValueError("adaptive clipping needs noise_multiplier > 0")
-    if 2 * count_stddev <= noise_multiplier:
+    if count_stddev / COUNT_SENSITIVITY <= noise_multiplier:
         raise ValueError(
             f"adaptive clipping: 2 * count_stddev ({2 * count_stddev:g}) must exceed the "
             f"noise multiplier ({noise_multiplier:g}); raise dp.clip_count_stddev or sample "
             "more clients per round"
         )
-    return (noise_multiplier**-2 - (2 * count_stddev) ** -2) ** -0.5
+    return (noise_multiplier**-2 - (count_stddev / COUNT_SENSITIVITY) ** -2) ** -0.5

@@ -4,7 +4,8 @@ An epsilon without its assumptions is a number without a meaning: which records
 are neighbours, how batches and clients were sampled, where the noise came from,
 which accountant and delta, and how participations compose. Topics (stable keys
 of ``--json``'s ``assumptions``): example_sampling, client_sampling,
-neighbouring_relation, noise_rng, accountant, composition.
+neighbouring_relation, noise_rng, sampling_rng, accountant, composition,
+trust_model.
 """
 
 from __future__ import annotations
@@ -31,6 +32,32 @@ def noise_rng(scenario: Scenario, summary: dict[str, Any] | None) -> tuple[str, 
         return str(summary["noise_rng"]), "summary.json"
     source = "os-entropy" if scenario.dp.secure_rng else "seeded"
     return source, "scenario dp.secure_rng"
+
+
+def sampling_rng(scenario: Scenario, summary: dict[str, Any] | None) -> tuple[str, str]:
+    """Where batch masks and Poisson cohorts came from (``"seeded"`` / ``"os-entropy"``).
+
+    A summary.json without ``sampling_rng`` was written before fedsim drew the sampling
+    from OS entropy: its sampling was seeded whatever dp.secure_rng says.
+    """
+    if summary is not None:
+        value = summary.get("sampling_rng")
+        if value in ("seeded", "os-entropy"):
+            return str(value), "summary.json"
+        return "seeded", "summary.json (no sampling_rng: a run whose sampling was seeded)"
+    return ("os-entropy" if scenario.dp.secure_rng else "seeded"), "scenario dp.secure_rng"
+
+
+#: The trust boundary the epsilons hold under (README, "Privacy model").
+TRUST_MODEL = (
+    "the run directory is the curator's, not the public's. The epsilons cover what "
+    "the mechanism releases: the model after each round (and, with adaptive clipping, "
+    "the noised unclipped fraction in each user-level ledger line). The rest of the "
+    "directory is curator-side and unprotected: the scenario seed, per-client train "
+    "losses (aggregated into metrics.jsonl unnoised), the sampled client ids in the "
+    "ledger, per-client ledger lines and the canary plan. Publish the model, not the "
+    "run directory."
+)
 
 
 def build_assumptions(
@@ -65,24 +92,8 @@ def build_assumptions(
     out["neighbouring_relation"] = (
         "; ".join(relation) if relation else "none: the run made no DP release"
     )
-    source, where = noise_rng(scenario, summary)
-    if dp.mode == "off" and user is None:
-        out["noise_rng"] = "no noise: dp.mode = 'off'"
-    elif source == "seeded":
-        out["noise_rng"] = (
-            f"seeded ({where}): noise comes from generators seeded from the scenario seed "
-            f"({scenario.seed}) and the round (and client, for DP-SGD). Runs are "
-            "reproducible, but anyone who knows the seed can subtract the noise: the "
-            "epsilons describe the mechanism, not a guarantee claimed for this run. Set "
-            "dp.secure_rng = true for that."
-        )
-    else:
-        out["noise_rng"] = (
-            f"os-entropy ({where}): noise generators are seeded with fresh OS entropy for "
-            "every participation / release (torch's and numpy's generators, not a CSPRNG: "
-            "torchcsprng is not used); DP-SGD also runs Opacus secure_mode's "
-            "floating-point mitigation."
-        )
+    out["noise_rng"] = _noise_text(scenario, summary, user is not None)
+    out["sampling_rng"] = _sampling_text(scenario, summary, sample, user)
     names = ACCOUNTANT_NAMES.get(dp.accountant, dp.accountant)
     out["accountant"] = (
         f"{dp.accountant}: {names}, delta = {dp.delta:g}; add/remove adjacency. "
@@ -105,7 +116,56 @@ def build_assumptions(
         )
         rules.append(f"user level: {USER_RULE}; {per_client}")
     out["composition"] = "; ".join(rules) if rules else "nothing to compose"
+    out["trust_model"] = TRUST_MODEL
     return out
+
+
+def _noise_text(scenario: Scenario, summary: dict[str, Any] | None, has_user: bool) -> str:
+    source, where = noise_rng(scenario, summary)
+    if scenario.dp.mode == "off" and not has_user:
+        return "no noise: dp.mode = 'off'"
+    if source == "seeded":
+        return (
+            f"noise: seeded ({where}): generators seeded from the scenario seed "
+            f"({scenario.seed}) and the round (and client, for DP-SGD). Runs are "
+            "reproducible, but anyone who knows the seed can subtract the noise: the "
+            "epsilons describe the mechanism, not a guarantee claimed for this run. Set "
+            "dp.secure_rng = true for that."
+        )
+    return (
+        f"noise: secret (OS entropy; {where}): generators seeded with fresh OS entropy for "
+        "every participation / release (torch's and numpy's generators, not a CSPRNG: "
+        "torchcsprng is not used); DP-SGD also runs Opacus secure_mode's floating-point "
+        "mitigation."
+    )
+
+
+def _sampling_text(
+    scenario: Scenario,
+    summary: dict[str, Any] | None,
+    sample: SampleLevel | None,
+    user: UserLevel | None,
+) -> str:
+    if sample is None and user is None:
+        return "not applicable: no DP release"
+    what = []
+    if sample is not None:
+        what.append("DP-SGD batch masks")
+    if user is not None and user.poisson_releases:
+        what.append("Poisson client cohorts")
+    drawn = " and ".join(what) or "sampling"
+    source, where = sampling_rng(scenario, summary)
+    if source == "seeded":
+        return (
+            f"sampling: seeded (reproducible, no secrecy; {where}): {drawn} follow from the "
+            f"scenario seed ({scenario.seed}), so whoever holds the run directory knows who "
+            "was sampled and amplification by subsampling does not hold against them"
+        )
+    return (
+        f"sampling: secret (OS entropy; {where}): {drawn} drawn from generators seeded with "
+        "fresh OS entropy, unknown to whoever holds the seed; the sampled client ids in "
+        "the ledger are curator-side records (see the trust model)"
+    )
 
 
 def _example_sampling(

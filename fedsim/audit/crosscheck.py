@@ -1,21 +1,41 @@
 """Several accountants on the same history, side by side, with their disagreement.
 
-Disagreements are reported, not hidden (DESIGN.md): RDP is a looser upper bound
-than PRV and PLD; GDP is an approximation that can under-estimate and refuses
-histories that mix several (noise_multiplier, sample_rate) pairs.
+Disagreements are reported, not hidden (DESIGN.md), but only the ones that signal
+a bug are flagged. The accountants are of three kinds:
+
+- conservative (RDP): a valid upper bound, looser than the tight ones; 8-16 % above
+  PLD/PRV on typical DP-SGD and DP-FedAvg histories is expected. That looseness is
+  reported (``looseness``) with the tightest bound beside it, never flagged.
+- tight (PRV, PLD): numerically tight upper bounds; they must agree with each other
+  within :data:`TIGHT_AGREEMENT`.
+- approximate (GDP): a CLT approximation that can under-estimate; shown for
+  comparison, never taken as the tightest bound and never flagged.
+
+Flagged (a ``problems`` entry): a conservative accountant below a tight one by more
+than the numerical tolerance, or two tight accountants further apart than
+:data:`TIGHT_AGREEMENT`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fedsim.audit.accounting import Entry, EpsilonCache, is_heterogeneous
 from fedsim.privacy import PrivacyError
 
-#: Relative disagreement between accountants above which the audit warns.
-DISAGREEMENT_WARNING = 0.10
+#: Accountants whose epsilon is a numerically tight upper bound.
+TIGHT = ("prv", "pld")
+#: Accountants whose epsilon is a valid but looser upper bound.
+CONSERVATIVE = ("rdp",)
+#: Largest relative gap between two tight accountants that is not a problem.
+TIGHT_AGREEMENT = 0.02
+#: How far a conservative accountant may fall below a tight one (numerical noise):
+#: PRV is computed with eps_error = 0.01 and PLD is discretised, so 2 x 0.01 absolute
+#: plus 1 % relative.
+CONSERVATIVE_TOLERANCE_ABS = 0.02
+CONSERVATIVE_TOLERANCE_REL = 0.01
 
 HETEROGENEOUS = "n/a (heterogeneous)"
 
@@ -32,6 +52,11 @@ class AccountantRow:
         notes: Accountant -> why there is no number (e.g. gdp on a heterogeneous history).
         disagreement: Largest relative disagreement, (max - min) / min, over the numbers.
         between: The accountants giving that min and max, or None with < 2 numbers.
+        tightest: The upper-bound accountant (conservative or tight, not GDP) with the
+            smallest epsilon, or None when none gave a number.
+        tightest_epsilon: Its epsilon.
+        looseness: Upper-bound accountant -> relative excess over the tightest.
+        problems: What signals a bug (see the module docstring); empty when none.
     """
 
     subject: str
@@ -41,10 +66,61 @@ class AccountantRow:
     notes: dict[str, str]
     disagreement: float
     between: tuple[str, str] | None
+    tightest: str | None = None
+    tightest_epsilon: float | None = None
+    looseness: dict[str, float] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
 
     @property
     def flagged(self) -> bool:
-        return self.disagreement > DISAGREEMENT_WARNING
+        return bool(self.problems)
+
+
+def tightest_bound(values: Mapping[str, float | None]) -> tuple[str | None, float | None]:
+    """The smallest epsilon among the upper-bound accountants (GDP excluded)."""
+    bounds = {n: v for n, v in values.items() if v is not None and n in TIGHT + CONSERVATIVE}
+    if not bounds:
+        return None, None
+    name = min(bounds, key=lambda n: bounds[n])
+    return name, bounds[name]
+
+
+def accountant_problems(values: Mapping[str, float | None]) -> tuple[str, ...]:
+    """Disagreements that signal a bug, in words (see the module docstring)."""
+    out = []
+    tight = {n: v for n, v in values.items() if n in TIGHT and v is not None}
+    for name in CONSERVATIVE:
+        low = values.get(name)
+        if low is None:
+            continue
+        for other, high in tight.items():
+            if high - low > CONSERVATIVE_TOLERANCE_ABS + CONSERVATIVE_TOLERANCE_REL * high:
+                out.append(
+                    f"{name} ({low:.6g}) is below {other} ({high:.6g}): a conservative upper "
+                    "bound under a tight one means one of them composed other events"
+                )
+    names = sorted(tight)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            lo, hi = sorted((tight[a], tight[b]))
+            gap, _ = relative_disagreement({a: lo, b: hi})
+            if gap > TIGHT_AGREEMENT:
+                out.append(
+                    f"{a} ({tight[a]:.6g}) and {b} ({tight[b]:.6g}) are {gap:.1%} apart, more "
+                    f"than the {TIGHT_AGREEMENT:.0%} two tight accountants may differ"
+                )
+    return tuple(out)
+
+
+def _looseness(values: Mapping[str, float | None], tightest: float | None) -> dict[str, float]:
+    if tightest is None:
+        return {}
+    out = {}
+    for name, v in values.items():
+        if v is None or name not in TIGHT + CONSERVATIVE:
+            continue
+        out[name] = 0.0 if v == tightest else (v - tightest) / tightest if tightest else math.inf
+    return out
 
 
 def relative_disagreement(
@@ -90,6 +166,7 @@ def compare_accountants(
         except PrivacyError as exc:
             values[name], notes[name] = None, f"error: {exc}"
     disagreement, between = relative_disagreement(values)
+    tightest, tightest_eps = tightest_bound(values)
     return AccountantRow(
         subject=subject,
         level=level,
@@ -98,4 +175,8 @@ def compare_accountants(
         notes=notes,
         disagreement=disagreement,
         between=between,
+        tightest=tightest,
+        tightest_epsilon=tightest_eps,
+        looseness=_looseness(values, tightest_eps),
+        problems=accountant_problems(values),
     )

@@ -31,7 +31,13 @@ ledger-scenario           violation  lines the scenario cannot produce (unknown 
                                      round out of range, too many clients in a round,
                                      a level its dp.mode does not write)
 summary                   violation  summary.json contradicts the scenario
-accountant-disagreement   warning    accountants differ by > 10 % on one history
+noise-split               violation  a user-level line's noise_multiplier is not the
+                                     joint multiplier of its sum's multiplier and its
+                                     count's noise std / sensitivity (adaptive
+                                     clipping); a warning when the line lacks them
+accountant-disagreement   warning    RDP below PRV/PLD beyond numerical tolerance, or
+                                     PRV and PLD > 2 % apart, on one history (RDP
+                                     above them is expected looseness: not a finding)
 duplicate-line            warning    the same (round, client) twice (counted twice)
 delta-size                warning    delta >= 1 / number of records it protects
 summary-missing           warning    no summary.json (run killed or still running?)

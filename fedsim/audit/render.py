@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from fedsim.audit.crosscheck import DISAGREEMENT_WARNING
+from fedsim.audit.crosscheck import TIGHT_AGREEMENT
 from fedsim.audit.findings import Finding
 from fedsim.audit.report import AuditReport
 from fedsim.audit.sample import SampleLevel
@@ -27,8 +27,10 @@ _TOPICS = {
     "client_sampling": "client sampling",
     "neighbouring_relation": "neighbouring relation",
     "noise_rng": "noise RNG",
+    "sampling_rng": "sampling RNG",
     "accountant": "accountant and delta",
     "composition": "composition",
+    "trust_model": "trust model",
 }
 
 
@@ -187,29 +189,36 @@ def _cross_check(console: Console, report: AuditReport) -> None:
         return
     console.print()
     console.print(
-        f"[bold]Accountants side by side[/bold] (same events, same delta; flagged when "
-        f"more than {DISAGREEMENT_WARNING:.0%} apart)"
+        "[bold]Accountants side by side[/bold] (same events, same delta). RDP above PRV/PLD "
+        "is its expected looseness; flagged only: RDP below a tight accountant, or PRV and "
+        f"PLD more than {TIGHT_AGREEMENT:.0%} apart"
     )
     table = Table()
     table.add_column("history")
     for name in report.accountants:
         table.add_column(name, justify="right")
-    table.add_column("max rel. disagreement", justify="right")
+    table.add_column("tightest bound", justify="right")
+    table.add_column("looseness over it", justify="right")
     for row in report.rows:
         # Text cells: notes can hold brackets that rich would read as markup.
         cells = [
             Text(row.notes.get(name) or fmt_eps(row.epsilon.get(name)))
             for name in report.accountants
         ]
-        if row.between is None:
-            gap = Text("-")
-        else:
-            pct = "inf" if math.isinf(row.disagreement) else f"{row.disagreement:.1%}"
-            low, high = row.between
-            gap = Text(f"{pct} ({high} vs {low})", style="bold yellow" if row.flagged else "")
-            if row.flagged:
-                gap.append(" !")
-        table.add_row(Text(row.subject), *cells, gap)
+        tight = (
+            Text("-")
+            if row.tightest is None
+            else Text(f"{fmt_eps(row.tightest_epsilon)} ({row.tightest})")
+        )
+        loose = ", ".join(
+            f"{name} +{'inf' if math.isinf(v) else f'{v:.1%}'}"
+            for name, v in row.looseness.items()
+            if v > 0
+        )
+        gap = Text(loose or "-", style="bold yellow" if row.flagged else "")
+        if row.flagged:
+            gap.append(" ! " + "; ".join(row.problems))
+        table.add_row(Text(row.subject), *cells, tight, gap)
     console.print(table)
 
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedsim.audit.crosscheck import DISAGREEMENT_WARNING, AccountantRow
+from fedsim.audit.crosscheck import TIGHT_AGREEMENT, AccountantRow
 from fedsim.audit.findings import Finding
 from fedsim.audit.sample import SAMPLE_RULE, SAMPLE_RULE_SHORT, ClientEpsilon, SampleLevel
 from fedsim.audit.stats import Spread
@@ -175,7 +175,7 @@ class AuditReport:
             "guarantees": self.guarantees(),
             "accountants": {
                 "requested": list(self.accountants),
-                "threshold": DISAGREEMENT_WARNING,
+                "tight_agreement": TIGHT_AGREEMENT,
                 "rows": [_row_json(r) for r in self.rows],
             },
             "assumptions": dict(self.assumptions),
@@ -256,6 +256,10 @@ def _row_json(r: AccountantRow) -> dict[str, Any]:
         "notes": dict(r.notes),
         "max_relative_disagreement": r.disagreement,
         "between": list(r.between) if r.between is not None else None,
+        "tightest": r.tightest,
+        "tightest_epsilon": r.tightest_epsilon,
+        "looseness": dict(r.looseness),
+        "problems": list(r.problems),
         "flagged": r.flagged,
     }
 

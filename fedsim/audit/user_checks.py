@@ -48,6 +48,7 @@ def check_user_lines(
         # The stored epsilon is the population's after this release: compose 1..i.
         out.extend(check_stored(line, user_entries(lines[: i + 1]), cache))
         out.extend(_check_user_clients(line, scenario))
+        out.extend(check_noise_split(line, scenario))
         if rec["sampling"] == "fixed" and float(rec["sample_rate"]) < 1.0:
             out.append(
                 violation(
@@ -82,6 +83,7 @@ class _UserPlan:
     sample_rate: float
     sampling: str
     clip_norm: float | None  # None with adaptive clipping: it changes every round
+    count_noise_std: float | None = None  # adaptive clipping's sigma_b
 
 
 def _user_plan(scenario: Scenario) -> _UserPlan:
@@ -95,6 +97,10 @@ def _user_plan(scenario: Scenario) -> _UserPlan:
         sample_rate=float(user_sample_rate(scenario)),
         sampling=str(getattr(dp, "client_sampling", "poisson")),
         clip_norm=None if adaptive else float(dp.max_grad_norm),
+        # The server's default: expected clients / 20 (Andrew et al. 2021).
+        count_noise_std=(
+            float(dp.clip_count_stddev or scenario.clients_per_round / 20.0) if adaptive else None
+        ),
     )
 
 
@@ -111,6 +117,13 @@ def _check_user_plan(line: LedgerLine, plan: _UserPlan) -> list[Finding]:
         )
     if int(rec["steps"]) != 1:
         problems.append(f"steps {rec['steps']} != 1 (one release per round)")
+    std = rec.get("count_noise_std")
+    if plan.count_noise_std is not None and std is not None:
+        if not close(float(std), plan.count_noise_std):
+            problems.append(
+                f"count noise std {std!r} != planned {plan.count_noise_std!r} "
+                "(dp.clip_count_stddev, default clients_per_round / 20)"
+            )
     out = []
     if problems:
         out.append(violation("plan-mismatch", f"{who(rec)}: " + "; ".join(problems), line.line_no))
@@ -126,6 +139,51 @@ def _check_user_plan(line: LedgerLine, plan: _UserPlan) -> list[Finding]:
             )
         )
     return out
+
+
+def check_noise_split(line: LedgerLine, scenario: Scenario) -> list[Finding]:
+    """The line's composed multiplier recomputed from the sum's and the count's noise.
+
+    With adaptive clipping a release is the clipped sum (multiplier
+    ``clip_sum_noise_multiplier``) and the unclipped count (noise std
+    ``count_noise_std``, add/remove sensitivity ``count_sensitivity``); the accountant
+    composes their joint multiplier, which must equal the line's ``noise_multiplier``.
+    """
+    from fedsim.strategies.dp_fedavg import joint_noise_multiplier
+
+    rec, n = line.record, line.line_no
+    z_sum = rec.get("clip_sum_noise_multiplier")
+    if z_sum is None:
+        if getattr(scenario.dp, "adaptive_clipping", False):
+            return [
+                warning(
+                    "noise-split",
+                    f"{who(rec)}: adaptive clipping, but the line does not record the "
+                    "sum's multiplier and the count's noise std and sensitivity; the "
+                    "composed noise_multiplier cannot be checked against the mechanism",
+                    n,
+                )
+            ]
+        return []
+    try:
+        joint = joint_noise_multiplier(
+            float(z_sum), rec.get("count_noise_std"), rec.get("count_sensitivity")
+        )
+    except (TypeError, ValueError) as exc:
+        return [violation("noise-split", f"{who(rec)}: unreadable noise split: {exc}", n)]
+    if close(joint, float(rec["noise_multiplier"])):
+        return []
+    return [
+        violation(
+            "noise-split",
+            f"{who(rec)}: composed noise_multiplier {rec['noise_multiplier']!r}, but the "
+            f"sum's multiplier {z_sum!r} and the count's noise std "
+            f"{rec.get('count_noise_std')!r} at sensitivity {rec.get('count_sensitivity')!r} "
+            f"give a joint multiplier of {joint!r} (Andrew et al. 2021, Thm 1): the "
+            "release is less private than accounted",
+            n,
+        )
+    ]
 
 
 def _check_user_clients(line: LedgerLine, scenario: Scenario) -> list[Finding]:

@@ -40,30 +40,16 @@ def empirical_verdict(run_dir: Path) -> dict[str, Any]:
         scenario = tomllib.loads((run_dir / "scenario.toml").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise EmpiricalInputError(f"{run_dir}: unreadable audit input ({exc})") from exc
+    level = _level(scenario)
     claimed = _claimed_epsilon(run_dir, scenario)
-    one_shot = audit.get("method") == "one_shot"
-    bound = float(audit["epsilon_estimate"] if one_shot else audit["epsilon_lower_bound"])
-    if one_shot:
-        # An estimate is not a proof: above the claim it is a warning, not a violation.
-        return {
-            "method": "one_shot",
-            "kind": "estimate",
-            "epsilon_lower_bound": bound,
-            "confidence": None,
-            "canaries": audit.get("canaries"),
-            "included": audit.get("canaries"),
-            "guesses": None,
-            "correct": None,
-            "claimed_epsilon": claimed,
-            "delta": audit.get("delta"),
-            "violation": False,
-            "exceeds_claim": claimed is not None and bound > claimed,
-            "note": "user-level one-shot estimate (Andrew et al. 2023): a Gaussian fit of "
-            "canary cosines, not a certified bound",
-        }
+    if audit.get("method") == "one_shot":
+        return _one_shot_verdict(audit, claimed, level)
+    bound = float(audit["epsilon_lower_bound"])
+    method = audit.get("method", "one_run")
     return {
-        "method": audit.get("method", "one_run"),
-        "kind": "lower bound" if audit.get("method", "one_run") == "one_run" else "estimate",
+        "method": method,
+        "level": level,
+        "kind": "lower bound" if method == "one_run" else "estimate",
         "epsilon_lower_bound": bound,
         "confidence": audit.get("confidence"),
         "canaries": audit.get("canaries"),
@@ -71,7 +57,7 @@ def empirical_verdict(run_dir: Path) -> dict[str, Any]:
         "guesses": audit.get("guesses"),
         "correct": audit.get("correct"),
         "claimed_epsilon": claimed,
-        "delta": scenario.get("dp", {}).get("delta") if claimed is not None else None,
+        "delta": audit.get("delta") if claimed is not None else None,
         "violation": claimed is not None and bound > claimed,
         "note": (
             "DP is off: nothing is claimed; the bound measures leakage"
@@ -82,9 +68,39 @@ def empirical_verdict(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def _one_shot_verdict(audit: dict[str, Any], claimed: float | None, level: str) -> dict[str, Any]:
+    """The one-shot *estimate* beside the claim: above it is a warning, never a violation."""
+    estimate = float(audit["epsilon_estimate"])
+    return {
+        "method": "one_shot",
+        "level": level,
+        "kind": "estimate",
+        "epsilon_estimate": estimate,
+        "confidence": None,
+        "canaries": audit.get("canaries"),
+        "included": audit.get("canaries"),
+        "guesses": None,
+        "correct": None,
+        "claimed_epsilon": claimed,
+        "delta": audit.get("delta"),
+        "violation": False,
+        "exceeds_claim": claimed is not None and estimate > claimed,
+        "note": "user-level one-shot estimate (Andrew et al. 2023): a Gaussian fit of "
+        "canary cosines, not a certified bound",
+    }
+
+
+def _level(scenario: dict[str, Any]) -> str:
+    """The privacy level the run claims: "user", "example" (DP-SGD), or "none"."""
+    mode = scenario.get("dp", {}).get("mode", "off")
+    return {"user": "user", "sample": "example"}.get(mode, "none")
+
+
 def _claimed_epsilon(run_dir: Path, scenario: dict[str, Any]) -> float | None:
+    """Max over clients of the run's own level's epsilon, recomposed from the ledger."""
     dp = scenario.get("dp", {})
-    if dp.get("mode", "off") == "off":
+    mode = dp.get("mode", "off")
+    if mode == "off":
         return None
     from fedsim.privacy import PrivacyLedger
 
@@ -92,7 +108,7 @@ def _claimed_epsilon(run_dir: Path, scenario: dict[str, Any]) -> float | None:
     if not ledger_path.is_file() or ledger_path.stat().st_size == 0:
         return 0.0
     ledger = PrivacyLedger.load(ledger_path, delta=dp["delta"], accountant=dp["accountant"])
-    return ledger.summary(int(scenario["population"]))["max"]
+    return ledger.level_summary(int(scenario["population"]), mode)["max"]
 
 
 def empirical_command(run_dir: str, *, as_json: bool, console: Console | None = None) -> int:
@@ -106,17 +122,24 @@ def empirical_command(run_dir: str, *, as_json: bool, console: Console | None = 
     if as_json:
         print(json.dumps(verdict, indent=2))
     else:
-        table = Table(title=f"empirical privacy audit ({verdict['method']}, example level)")
+        level = verdict["level"]
+        table = Table(
+            title=f"empirical privacy audit ({verdict['method']}, "
+            f"{level + ' level' if level != 'none' else 'no DP'})"
+        )
         table.add_column("quantity")
         table.add_column("value", justify="right")
+        measured = verdict.get("epsilon_estimate", verdict.get("epsilon_lower_bound"))
         rows = [
-            ("claimed epsilon (accountant, max over clients)", _f(verdict["claimed_epsilon"])),
-            (f"empirical epsilon {verdict['kind']}", _f(verdict["epsilon_lower_bound"])),
+            (f"claimed {level}-level epsilon (accountant, max over clients)",
+             _f(verdict["claimed_epsilon"])),
+            ("delta", _g(verdict["delta"])),
+            (f"empirical epsilon {verdict['kind']}", _f(measured)),
             ("confidence", _f(verdict["confidence"])),
             ("canaries (included)", f"{verdict['canaries']} ({verdict['included']})"),
             ("guesses / correct", f"{verdict['guesses']} / {verdict['correct']}"),
-            ("verdict", "VIOLATION" if verdict["violation"] else "consistent"),
-        ]
+            ("verdict", _word(verdict)),
+        ]  # fmt: skip
         for name, value in rows:
             table.add_row(name, value)
         console.print(table)
@@ -126,3 +149,15 @@ def empirical_command(run_dir: str, *, as_json: bool, console: Console | None = 
 
 def _f(value: Any) -> str:
     return "-" if value is None else f"{value:.4g}"
+
+
+def _g(value: Any) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _word(verdict: dict[str, Any]) -> str:
+    if verdict["violation"]:
+        return "VIOLATION"
+    if verdict.get("exceeds_claim"):
+        return "estimate above the claim (not a proof)"
+    return "consistent"

@@ -554,6 +554,25 @@ class PrivacyLedger:
         state = self._user_clients.get(client)
         return 0.0 if state is None else state.epsilon(self.delta)
 
+    def user_summary(self, population: int) -> dict[str, float]:
+        """Min, median and max user-level epsilon over clients ``0..population-1``."""
+        values = sorted(self.user_epsilon_of(c) for c in range(int(population)))
+        if not values:
+            raise PrivacyError(f"population must be >= 1, got {population!r}")
+        return {
+            "min": float(values[0]),
+            "median": float(statistics.median(values)),
+            "max": float(values[-1]),
+        }
+
+    def level_summary(self, population: int, level: str) -> dict[str, float]:
+        """:meth:`summary` (``level="sample"``) or :meth:`user_summary` (``"user"``)."""
+        if level == "user":
+            return self.user_summary(population)
+        if level == "sample":
+            return self.summary(population)
+        raise PrivacyError(f"level must be 'sample' or 'user', got {level!r}")
+
     def projected_user_epsilon(self, *, noise_multiplier: float, sample_rate: float) -> float:
         """Population user-level epsilon after one more release with these values."""
         return self._user.projected((float(noise_multiplier), float(sample_rate), 1), self.delta)

@@ -75,6 +75,7 @@ def write_run(
             "dp_mode": dp.mode,
             "accountant": dp.accountant,
             "noise_rng": "os-entropy" if dp.secure_rng else "seeded",
+            "sampling_rng": "os-entropy" if dp.secure_rng else "seeded",
             "population": scenario.population,
         }
         # As the run writes it: strict JSON, an infinite epsilon becomes null.
@@ -96,13 +97,19 @@ def write_lines(path: Path, lines: list[dict[str, Any]]) -> None:
     (path / "privacy_ledger.jsonl").write_text(text, encoding="utf-8")
 
 
-def write_user_run(path: Path, scenario: Scenario, cohorts: list[list[int]]) -> Path:
+def write_user_run(
+    path: Path,
+    scenario: Scenario,
+    cohorts: list[list[int]],
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """A user-level (DP-FedAvg) run dir: one release per round, written by PrivacyLedger.
 
     Args:
         path: Directory to create.
         scenario: A scenario with dp.mode = 'user'.
         cohorts: The clients of each round's release (its length is the rounds written).
+        extra: Fields added to every line (e.g. the noise split of adaptive clipping).
     """
     from fedsim.strategies.factory import user_noise_multiplier, user_sample_rate
 
@@ -120,6 +127,7 @@ def write_user_run(path: Path, scenario: Scenario, cohorts: list[list[int]]) -> 
                 clip_norm=dp.max_grad_norm,
                 sampling=dp.client_sampling,
                 clients=clients,
+                **(extra or {}),
             )
         values = sorted(ledger.user_epsilon_of(c) for c in range(scenario.population))
     doc = {
@@ -132,6 +140,7 @@ def write_user_run(path: Path, scenario: Scenario, cohorts: list[list[int]]) -> 
         "dp_mode": dp.mode,
         "accountant": dp.accountant,
         "noise_rng": "os-entropy" if dp.secure_rng else "seeded",
+        "sampling_rng": "os-entropy" if dp.secure_rng else "seeded",
     }
     (path / "summary.json").write_text(json.dumps(clean_json(doc)), encoding="utf-8")
     return path

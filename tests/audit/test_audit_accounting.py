@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from fedsim.audit.accounting import EpsilonCache, history_key
 from fedsim.audit.crosscheck import (
-    DISAGREEMENT_WARNING,
     HETEROGENEOUS,
+    accountant_problems,
     compare_accountants,
     relative_disagreement,
 )
@@ -68,25 +68,68 @@ def test_history_key_merges_equal_mechanisms() -> None:
     assert key == ((0.5, 0.2, 1), (1.0, 0.1, 12))
 
 
-def test_crafted_disagreement_between_rdp_and_prv_is_flagged() -> None:
-    # Many steps at a high sampling rate: RDP's conversion is >10 % looser than PRV.
-    history = [(1.0, 2 / 9, 60)]
-    row = compare_accountants(
+def _row(history: list[tuple[float, float, int]], delta: float, cache: EpsilonCache | None = None):  # type: ignore[no-untyped-def]
+    return compare_accountants(
         history,
-        subject="crafted",
-        level="sample",
-        client=0,
-        accountants=["rdp", "prv", "gdp"],
-        delta=1e-5,
-        cache=EpsilonCache(),
+        subject="h",
+        level="user",
+        client=None,
+        accountants=["rdp", "prv", "pld", "gdp"],
+        delta=delta,
+        cache=cache or EpsilonCache(),
     )
-    rdp = epsilon_of_history(history, delta=1e-5, accountant="rdp")
-    prv = epsilon_of_history(history, delta=1e-5, accountant="prv")
-    assert row.epsilon["rdp"] == rdp and row.epsilon["prv"] == prv
-    values = [v for v in row.epsilon.values() if v is not None]
-    assert row.disagreement == pytest.approx((max(values) - min(values)) / min(values))
-    assert (rdp - prv) / prv > DISAGREEMENT_WARNING
-    assert row.flagged
+
+
+def test_rdp_looseness_is_reported_not_flagged() -> None:
+    # digits_user_dp: z = 1, q = 0.2, 20 releases, delta = 1e-4. RDP 6.41 is ~16 % above
+    # PLD 5.51 and PRV 5.52: the expected looseness of RDP's conversion, not a bug.
+    history = [(1.0, 0.2, 20)]
+    row = _row(history, 1e-4)
+    rdp, prv, pld = (
+        epsilon_of_history(history, delta=1e-4, accountant=a) for a in ("rdp", "prv", "pld")
+    )
+    assert row.epsilon["rdp"] == rdp and row.epsilon["pld"] == pld
+    assert 0.10 < (rdp - pld) / pld < 0.17
+    assert not row.flagged and row.problems == ()
+    assert row.tightest == "pld" and row.tightest_epsilon == pld == min(rdp, prv, pld)
+    assert row.looseness["rdp"] == pytest.approx((rdp - pld) / pld)
+    assert row.looseness["prv"] == pytest.approx((prv - pld) / pld)
+    # GDP is an approximation (4.60 here, below the tight bounds): never the tightest bound
+    assert row.epsilon["gdp"] < pld and "gdp" not in row.looseness
+
+
+class _Swapped(EpsilonCache):
+    """A cache where one accountant answers for another history (a planted bug)."""
+
+    def __init__(self, name: str, history: list[tuple[float, float, int]]) -> None:
+        super().__init__()
+        self.name, self.history = name, history
+
+    def epsilon(self, history, *, delta, accountant):  # type: ignore[no-untyped-def, override]
+        if accountant == self.name:
+            history = self.history
+        return super().epsilon(history, delta=delta, accountant=accountant)
+
+
+def test_conservative_accountant_below_a_tight_one_is_flagged() -> None:
+    # RDP computed at z = 1.2 instead of 1.0 (a bug): 4.67 < PRV's 5.52 and PLD's 5.51.
+    row = _row([(1.0, 0.2, 20)], 1e-4, _Swapped("rdp", [(1.2, 0.2, 20)]))
+    assert row.epsilon["rdp"] < row.epsilon["pld"]
+    assert row.flagged and len(row.problems) == 2
+    assert all("rdp (4.66958) is below" in p for p in row.problems)
+    # Within numerical tolerance (PRV's eps_error) RDP under PRV is not a problem.
+    near = {"rdp": 5.515, "prv": 5.5248, "pld": 5.5143}
+    assert accountant_problems(near) == ()
+
+
+def test_tight_accountants_apart_by_more_than_two_percent_are_flagged() -> None:
+    # PRV composing 22 releases instead of 20: ~5 % above PLD.
+    row = _row([(1.0, 0.2, 20)], 1e-4, _Swapped("prv", [(1.0, 0.2, 22)]))
+    gap = (row.epsilon["prv"] - row.epsilon["pld"]) / row.epsilon["pld"]
+    assert gap > 0.02
+    assert row.flagged and any("prv" in p and "pld" in p for p in row.problems)
+    # Real PRV and PLD on the same history agree within 0.3 %: not flagged.
+    assert not _row([(1.0, 0.2, 20)], 1e-4).flagged
 
 
 def test_close_accountants_are_not_flagged() -> None:

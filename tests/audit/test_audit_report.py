@@ -12,7 +12,7 @@ from fedsim.audit import EXIT_CLEAN, SCHEMA, audit_command, audit_run, render_au
 from fedsim.audit.crosscheck import HETEROGENEOUS
 from fedsim.audit.inputs import default_accountants, dp_accounting_available, load_run
 from fedsim.privacy import PrivacyLedger, epsilon_of_history
-from tests.audit.rundirs import write_run
+from tests.audit.rundirs import write_run, write_user_run
 from tests.conftest import small_scenario
 
 TOP_KEYS = {
@@ -47,6 +47,8 @@ ASSUMPTION_KEYS = {
     "client_sampling",
     "neighbouring_relation",
     "noise_rng",
+    "sampling_rng",
+    "trust_model",
     "accountant",
     "composition",
 }
@@ -111,7 +113,11 @@ def test_json_document_has_stable_keys_and_is_strict(
         assert set(row["epsilon"]) == {"rdp", "prv"}
         lo, hi = sorted(row["epsilon"].values())
         assert row["max_relative_disagreement"] == pytest.approx((hi - lo) / lo)
-        assert row["flagged"] == (row["max_relative_disagreement"] > acc["threshold"])
+        # RDP above PRV is expected looseness: reported beside the tightest, not flagged
+        assert row["tightest"] == "prv" and row["tightest_epsilon"] == lo
+        assert row["looseness"]["rdp"] == pytest.approx((hi - lo) / lo)
+        assert row["flagged"] is False and row["problems"] == []
+    assert acc["tight_agreement"] == 0.02
     g = doc["guarantees"][0]
     assert g["level"] == "sample" and "max over clients" in g["rule"]
     assert g["epsilon"] == doc["sample_level"]["epsilon"]["max"]
@@ -185,3 +191,30 @@ def test_dp_off_run_without_ledger(tmp_path: Path, capsys: pytest.CaptureFixture
     assert audit_command(str(run), as_json=False, accountants="rdp") == EXIT_CLEAN
     assert "No DP release" in capsys.readouterr().out
     assert load_run(run).ledger_present is False
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_assumptions_state_sampling_and_noise_separately(tmp_path: Path, secure: bool) -> None:
+    sc = small_scenario(dp__mode="user", dp__secure_rng=secure)
+    run = write_user_run(tmp_path / "run", sc, [[0, 1, 2, 5], [1, 2, 3, 4]])
+    text = audit_run(run, accountants=["rdp"]).assumptions
+    if secure:
+        assert text["sampling_rng"].startswith("sampling: secret (OS entropy")
+        assert text["noise_rng"].startswith("noise: secret (OS entropy")
+    else:
+        assert text["sampling_rng"].startswith("sampling: seeded (reproducible, no secrecy")
+        assert text["noise_rng"].startswith("noise: seeded")
+    assert "Poisson client cohorts" in text["sampling_rng"]
+    # the trust boundary: the run directory, with its unnoised records, is the curator's
+    assert "curator" in text["trust_model"] and "train losses" in text["trust_model"]
+
+
+def test_summary_without_sampling_rng_was_seeded_sampling(tmp_path: Path) -> None:
+    # A secure_rng run written before the sampling was drawn from OS entropy.
+    sc = small_scenario(dp__mode="user", dp__secure_rng=True)
+    run = write_user_run(tmp_path / "run", sc, [[0, 1, 2, 5], [1, 2, 3, 4]])
+    doc = json.loads((run / "summary.json").read_text())
+    del doc["sampling_rng"]
+    (run / "summary.json").write_text(json.dumps(doc))
+    text = audit_run(run, accountants=["rdp"]).assumptions
+    assert text["sampling_rng"].startswith("sampling: seeded (reproducible, no secrecy")

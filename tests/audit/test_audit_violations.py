@@ -179,6 +179,42 @@ def test_user_level_run_is_clean(tmp_path: Path) -> None:
     assert row.level == "user" and row.epsilon["gdp"] is not None  # homogeneous releases
 
 
+def _adaptive_split(count_sensitivity: float) -> dict[str, float]:
+    """Ledger fields of an adaptive-clipping release of joint z = 1 with sigma_b = 2."""
+    from fedsim.strategies.dp_fedavg import split_noise
+
+    return {
+        "clip_sum_noise_multiplier": split_noise(1.0, 2.0),
+        "count_noise_std": 2.0,
+        "count_sensitivity": count_sensitivity,
+        "noised_unclipped_fraction": 0.4,
+    }
+
+
+def test_adaptive_noise_split_is_recomputed_from_each_line(tmp_path: Path) -> None:
+    sc = _user_scenario(dp__adaptive_clipping=True, dp__clip_count_stddev=2.0)
+    clean = write_user_run(tmp_path / "ok", sc, POISSON_COHORTS, extra=_adaptive_split(0.5))
+    findings = audit_run(clean, accountants=["rdp"]).findings
+    assert [f for f in findings if f.kind == "noise-split"] == []
+    # The unshifted count (b_i in {0, 1}) has sensitivity 1: the same noise then gives a
+    # joint multiplier (z_delta^-2 + sigma_b^-2)^-1/2 ~ 0.918 < the composed 1.0.
+    bad = write_user_run(tmp_path / "bad", sc, POISSON_COHORTS, extra=_adaptive_split(1.0))
+    found = [f for f in audit_run(bad, accountants=["rdp"]).findings if f.kind == "noise-split"]
+    assert [f.line for f in found] == [1, 2]
+    assert all(f.severity == "violation" for f in found)
+    assert "0.9176" in found[0].message
+    # A line that does not say how its noise was split cannot be checked: a warning.
+    bare = write_user_run(tmp_path / "bare", sc, POISSON_COHORTS)
+    warned = [f for f in audit_run(bare, accountants=["rdp"]).findings if f.kind == "noise-split"]
+    assert [f.severity for f in warned] == ["warning", "warning"]
+    # A count noise other than the scenario's sigma_b is a plan mismatch.
+    other = {**_adaptive_split(0.5), "count_noise_std": 3.0}
+    other["clip_sum_noise_multiplier"] = (1.0 - (2 * 3.0) ** -2) ** -0.5
+    odd = write_user_run(tmp_path / "odd", sc, POISSON_COHORTS, extra=other)
+    plan = [f for f in audit_run(odd, accountants=["rdp"]).findings if f.kind == "plan-mismatch"]
+    assert len(plan) == 2 and "count noise std 3.0 != planned 2.0" in plan[0].message
+
+
 def test_user_level_tampered_epsilon(tmp_path: Path) -> None:
     run = write_user_run(tmp_path / "run", _user_scenario(), POISSON_COHORTS)
     lines = read_lines(run)

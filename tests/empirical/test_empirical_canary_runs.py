@@ -42,6 +42,12 @@ def test_with_strong_noise_the_bound_stays_below_the_claim(
     assert main(["audit", str(state.rundir.path), "--empirical", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["canaries"] == 500 and doc["violation"] is False
+    # The bound is computed at the claim's delta, not at delta = 0 (Steinke et al. 2023,
+    # approximate DP): the audit file and the verdict name the same delta as the claim.
+    audit = json.loads((state.rundir.path / "empirical_audit.json").read_text())
+    assert audit["delta"] == audit["claimed_delta"] == state.scenario.dp.delta
+    assert doc["delta"] == state.scenario.dp.delta
+    assert doc["epsilon_lower_bound"] == audit["epsilon_lower_bound"]
 
 
 def test_missing_audit_file_is_exit_2(tmp_path: Path) -> None:

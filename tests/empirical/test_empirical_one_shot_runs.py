@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.cli import main
+from fedsim.empirical.verdict import empirical_verdict
 from tests.test_server_loop import serve
 
 SETUP = dict(
@@ -30,3 +31,22 @@ def test_one_shot_estimate_falls_with_noise(tmp_path: Path, flower_run_context: 
     assert strong["claimed_epsilon"] < weak["claimed_epsilon"]
     # an estimate is reported, never turned into a violation
     assert main(["audit", str(tmp_path / "3.0" / "run"), "--empirical"]) == 0
+
+
+def test_user_level_verdict_claims_the_user_level_epsilon(
+    tmp_path: Path, flower_run_context: Any, capsys: Any
+) -> None:
+    state = serve(tmp_path, dp__noise_multiplier=1.0, **SETUP)
+    claimed = state.summary(0.0)["epsilon"]["max"]
+    assert claimed > 0
+    verdict = empirical_verdict(state.rundir.path)
+    assert verdict["claimed_epsilon"] == claimed
+    assert verdict["level"] == "user" and verdict["kind"] == "estimate"
+    assert "epsilon_lower_bound" not in verdict  # an estimate is not filed as a bound
+    audit = json.loads((state.rundir.path / "empirical_audit.json").read_text())
+    assert verdict["epsilon_estimate"] == audit["epsilon_estimate"]
+    assert verdict["exceeds_claim"] is (audit["epsilon_estimate"] > claimed)
+    assert verdict["delta"] == 1e-3
+    assert main(["audit", str(state.rundir.path), "--empirical"]) == 0
+    out = capsys.readouterr().out
+    assert "user level" in out and "example level" not in out

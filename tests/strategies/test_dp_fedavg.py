@@ -11,7 +11,12 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp.strategy import FedAvg
 
 from fedsim.privacy import PrivacyLedger, epsilon
-from fedsim.strategies.dp_fedavg import AdaptiveClipping, DPFedAvg, split_noise
+from fedsim.strategies.dp_fedavg import (
+    AdaptiveClipping,
+    DPFedAvg,
+    joint_noise_multiplier,
+    split_noise,
+)
 
 
 class Nodes:
@@ -180,3 +185,74 @@ def test_fixed_sampling_user_epsilon_counts_only_participations(tmp_path: Any) -
     assert ledger.user_epsilon_of(0) == pytest.approx(one)
     assert ledger.user_epsilon_of(1) == pytest.approx(two)
     assert ledger.user_epsilon_of(3) == 0.0
+
+
+class _NoNoise:
+    """A noise generator that adds nothing, so a release shows its exact arguments."""
+
+    def normal(self, loc: float = 0.0, scale: float = 1.0, size: Any = None) -> Any:
+        return np.zeros(size) if size is not None else 0.0
+
+
+def _adaptive_release(updates: list[np.ndarray]) -> tuple[DPFedAvg, np.ndarray, float]:
+    """One noiseless adaptive-clipping round over ``updates``: (strategy, sum, count).
+
+    The clipped sum is read back from the new model (sum = (new - old) * D) and the
+    count argument from the clip update: noisy_b = target - log(C'/C) / lr, released
+    with noise std count_stddev / D, so its argument in count units is noisy_b * D.
+    """
+    lr = 0.5
+    strategy = make("fixed", z=1.0, adaptive=AdaptiveClipping(count_stddev=2.0, learning_rate=lr))
+    strategy._noise_rng = lambda rnd: _NoNoise()  # type: ignore[method-assign]
+    arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
+    msgs = list(strategy.configure_train(1, arrays, ConfigRecord(), Nodes(4)))
+    clip = strategy.clip_norm
+    new, _ = strategy.aggregate_train(
+        1, [reply(m, {"w": u}) for m, u in zip(msgs, updates, strict=False)]
+    )
+    total = new["w"].numpy().astype(np.float64) * strategy.expected_clients
+    noisy_b = 0.5 - math.log(strategy.clip_norm / clip) / lr
+    return strategy, total, noisy_b * strategy.expected_clients
+
+
+def test_adaptive_clipping_joint_sensitivity_matches_recorded_multiplier(
+    flower_run_context: Any,
+) -> None:
+    # Neighbouring cohorts: B adds one client whose update sits at the clip norm (1.0),
+    # unclipped, the worst case for sum and count together (Andrew et al. 2021, Thm 1).
+    one = np.array([0.3, 0.0])
+    added = np.array([0.0, 1.0])
+    a, sum_a, count_a = _adaptive_release([one])
+    b, sum_b, count_b = _adaptive_release([one, added])
+    d_sum = float(np.linalg.norm(sum_b - sum_a))
+    d_count = abs(count_b - count_a)
+    assert d_sum == pytest.approx(1.0, rel=1e-6)
+    z_delta, sigma_b = b.update_noise_multiplier, b.count_stddev
+    joint = math.sqrt((d_sum / (z_delta * 1.0)) ** 2 + (d_count / sigma_b) ** 2)
+    z_recorded = b.releases[-1].noise_multiplier
+    assert joint == pytest.approx(1.0 / z_recorded, rel=1e-6)
+    assert a.releases[-1].noise_multiplier == z_recorded
+
+
+def test_adaptive_release_ledger_fields_hold_only_noised_count(flower_run_context: Any) -> None:
+    strategy = make("fixed", z=1.0, adaptive=AdaptiveClipping(count_stddev=2.0))
+    arrays = ArrayRecord({"w": Array(np.zeros(2, dtype=np.float32))})
+    msgs = list(strategy.configure_train(1, arrays, ConfigRecord(), Nodes(4)))
+    strategy.aggregate_train(1, [reply(m, {"w": np.array([0.1, 0.0])}) for m in msgs])
+    release = strategy.releases[-1]
+    fields = release.ledger_fields()
+    assert "unclipped_fraction" not in fields  # the raw fraction stays with the curator
+    assert set(fields) == {
+        "clip_sum_noise_multiplier",
+        "count_noise_std",
+        "count_sensitivity",
+        "noised_unclipped_fraction",
+    }
+    assert fields["count_sensitivity"] == 0.5 and fields["count_noise_std"] == 2.0
+    joint = joint_noise_multiplier(
+        fields["clip_sum_noise_multiplier"], fields["count_noise_std"], fields["count_sensitivity"]
+    )
+    assert joint == pytest.approx(release.noise_multiplier, rel=1e-12)
+    # both clients unclipped: the noised fraction is 1 + N(0, (2 / D)^2), D = 2
+    assert fields["noised_unclipped_fraction"] != release.unclipped_fraction == 1.0
+    assert abs(fields["noised_unclipped_fraction"] - 1.0) < 5 * 2.0 / 2
