@@ -61,6 +61,8 @@ class LedgerCounts:
     sample_lines: int
     user_lines: int
     failed_lines: int
+    #: Lines of killed attempts a resume ran again with fresh noise (still composed).
+    discarded_lines: int = 0
 
 
 @dataclass
@@ -169,6 +171,7 @@ class AuditReport:
                 "sample_lines": self.ledger.sample_lines,
                 "user_lines": self.ledger.user_lines,
                 "failed_lines": self.ledger.failed_lines,
+                "discarded_lines": self.ledger.discarded_lines,
             },
             "sample_level": _sample_json(self.sample),
             "user_level": _user_json(self.user),
