@@ -171,7 +171,6 @@ class AuditReport:
                 "sample_lines": self.ledger.sample_lines,
                 "user_lines": self.ledger.user_lines,
                 "failed_lines": self.ledger.failed_lines,
-                "discarded_lines": self.ledger.discarded_lines,
             },
             "sample_level": _sample_json(self.sample),
             "user_level": _user_json(self.user),
