@@ -3,6 +3,12 @@
 Line files (metrics.jsonl, privacy_ledger.jsonl) are appended and flushed every
 round; whole files (summary.json, model.pt) are written to a temporary name and
 renamed, so a crash never leaves a half-written file under the real name.
+summary.json is written last: it marks a finished run.
+
+A run directory carries a marker file (MARKER), so `--overwrite` replaces only a
+directory fedsim created, and removes only fedsim's own files (OWN_FILES,
+OWN_FOLDERS). The process that runs or resumes it holds an exclusive lock (LOCK).
+A full or read-only disk is a StorageError: the run stays resumable.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a model is saved: reading a run needs no torch
+    import torch
 
 #: Written when fedsim creates a run directory: `--overwrite` only replaces a
 #: directory that holds it (and a scenario.toml).
@@ -216,6 +223,8 @@ def atomic_write(path: Path, data: bytes) -> None:
 def torch_bytes(obj: Any) -> bytes:
     """`torch.save` into memory: written by Python, a full disk raises OSError(ENOSPC)
     instead of torch's "unexpected pos" RuntimeError."""
+    import torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()
