@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
+
+from fedsim.privacy.ledger import DISCARDED, LedgerError, parse_ledger_line
+from fedsim.rundir import RunDirError, atomic_write, torch_bytes
 
 # Attributes of Flower's strategies (and ours) that change from round to round.
 _STATE_ATTRS = (
@@ -32,8 +34,9 @@ _STATE_ATTRS = (
 )
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used (corrupt, truncated, other scenario)."""
+class CheckpointError(RunDirError):
+    """A checkpoint that cannot be used (corrupt, truncated, other scenario), or run
+    files that do not match it."""
 
 
 @dataclass
@@ -108,23 +111,17 @@ def save_checkpoint(directory: Path, ckpt: Checkpoint) -> Path:
     """Write `round_NNNNN.pt` and point `latest.json` at it, both atomically."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"round_{ckpt.round:05d}.pt"
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(
-        {
-            "round": ckpt.round,
-            "weights": ckpt.weights,
-            "strategy_state": ckpt.strategy_state,
-            "ledger_lines": ckpt.ledger_lines,
-            "metrics_lines": ckpt.metrics_lines,
-            "scenario_hash": ckpt.scenario_hash,
-        },
-        tmp,
-    )
-    os.replace(tmp, path)
-    latest = directory / "latest.json"
-    tmp_latest = latest.with_name("latest.json.tmp")
-    tmp_latest.write_text(json.dumps({"round": ckpt.round, "file": path.name}) + "\n")
-    os.replace(tmp_latest, latest)
+    data = {
+        "round": ckpt.round,
+        "weights": ckpt.weights,
+        "strategy_state": ckpt.strategy_state,
+        "ledger_lines": ckpt.ledger_lines,
+        "metrics_lines": ckpt.metrics_lines,
+        "scenario_hash": ckpt.scenario_hash,
+    }
+    atomic_write(path, torch_bytes(data))
+    pointer = json.dumps({"round": ckpt.round, "file": path.name}) + "\n"
+    atomic_write(directory / "latest.json", pointer.encode())
     return path
 
 
@@ -169,15 +166,121 @@ def truncate_lines(path: Path, keep: int) -> None:
 
     Lines written after the checkpoint belong to rounds that will run again.
     """
+    kept, _ = _split_lines(path, keep)
+    atomic_write(path, "".join(kept).encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """What resuming a run directory will do, checked before anything is changed.
+
+    Attributes:
+        checkpoint: The checkpoint to continue from (None: start again at round 1).
+        metrics: The metrics file's new content (the lines up to the checkpoint).
+        ledger: The ledger's new content, or None when the run has no ledger file.
+        discarded: Ledger lines after the checkpoint kept with status "discarded"
+            (secure_rng: the killed attempt's releases used fresh noise and stay charged).
+        dropped: Ledger lines after the checkpoint dropped (seeded noise: the rounds run
+            again with the very same releases).
+    """
+
+    checkpoint: Checkpoint | None
+    metrics: bytes
+    ledger: bytes | None
+    discarded: int
+    dropped: int
+
+
+def plan_resume(
+    metrics: Path, ledger: Path, checkpoints: Path, *, expected_hash: str, fresh_noise: bool
+) -> ResumePlan:
+    """Check a run directory's checkpoint, metrics and ledger; change nothing.
+
+    Raises:
+        CheckpointError: a corrupt checkpoint, one from another scenario, or files
+            that do not match it (fewer lines, other rounds, a corrupt line).
+    """
+    ckpt = load_latest(checkpoints, expected_hash=expected_hash)
+    last_round = ckpt.round if ckpt is not None else 0
+    kept, _ = _split_lines(metrics, ckpt.metrics_lines if ckpt else 0)
+    rows = [_json_line(metrics, n, text) for n, text in enumerate(kept, start=1)]
+    if rows and rows[-1].get("round") != last_round:
+        raise CheckpointError(
+            f"{metrics}: line {len(rows)} is round {rows[-1].get('round')!r} but the "
+            f"checkpoint is of round {last_round}; the files do not belong together"
+        )
+    if not ledger.exists():
+        if ckpt is not None and ckpt.ledger_lines:
+            raise CheckpointError(
+                f"{ledger} is missing but the checkpoint expects {ckpt.ledger_lines} lines"
+            )
+        return ResumePlan(ckpt, "".join(kept).encode(), None, 0, 0)
+    keep, after = _split_lines(ledger, ckpt.ledger_lines if ckpt else 0)
+    for n, text in enumerate(keep, start=1):
+        record = _ledger_line(ledger, n, text)
+        if int(record["round"]) > last_round:
+            raise CheckpointError(
+                f"{ledger}, line {n}: round {record['round']} is after the checkpoint's "
+                f"round {last_round}; the files do not belong together"
+            )
+    discarded = _discarded(ledger, after, first=len(keep) + 1) if fresh_noise else []
+    return ResumePlan(
+        ckpt,
+        "".join(kept).encode(),
+        "".join(keep + discarded).encode(),
+        len(discarded),
+        len(after) - len(discarded),
+    )
+
+
+def _discarded(ledger: Path, lines: list[str], *, first: int) -> list[str]:
+    """The killed attempt's ledger lines, marked "discarded" (still composed)."""
+    out = []
+    for n, text in enumerate(lines, start=first):
+        if n == first + len(lines) - 1 and not text.endswith("\n"):
+            # Torn by the kill mid-write: the line never was a complete record.
+            try:
+                json.loads(text)
+            except ValueError:
+                continue
+        record = _ledger_line(ledger, n, text)
+        record["status"] = DISCARDED
+        out.append(json.dumps(record) + "\n")
+    return out
+
+
+def _split_lines(path: Path, keep: int) -> tuple[list[str], list[str]]:
+    """(first `keep` lines, each ending in a newline; the lines after them)."""
     if not path.exists():
         if keep:
             raise CheckpointError(f"{path} is missing but the checkpoint expects {keep} lines")
-        return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        return [], []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read it back ({exc})") from exc
     if len(lines) < keep:
         raise CheckpointError(
             f"{path} has {len(lines)} lines but the checkpoint expects at least {keep}"
         )
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(lines[:keep]), encoding="utf-8")
-    os.replace(tmp, path)
+    # A kept line without its newline (torn at the end) gets it back: the next
+    # record must start on a line of its own.
+    kept = [line if line.endswith("\n") else line + "\n" for line in lines[:keep]]
+    return kept, lines[keep:]
+
+
+def _json_line(path: Path, n: int, text: str) -> dict[str, Any]:
+    try:
+        row = json.loads(text)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}, line {n}: not valid JSON (corrupt line?): {exc}") from exc
+    if not isinstance(row, dict):
+        raise CheckpointError(f"{path}, line {n}: expected a JSON object")
+    return row
+
+
+def _ledger_line(path: Path, n: int, text: str) -> dict[str, Any]:
+    try:
+        return parse_ledger_line(text, path=path, line_no=n)
+    except LedgerError as exc:
+        raise CheckpointError(f"corrupt privacy ledger: {exc}") from exc

@@ -164,6 +164,14 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     from fedsim.simulation import resume
 
     result = resume(args.run_dir, progress=not args.quiet)
+    if result.already_complete:
+        Console().print(
+            f"{result.run_dir} is already complete ({result.summary.get('rounds')} rounds); "
+            "nothing to resume",
+            markup=False,
+            highlight=False,
+        )
+        return EXIT_OK
     _wide().print(results_table([(result.summary["scenario"], result.summary)]))
     Console().print(f"run directory: {result.run_dir}")
     return EXIT_OK
@@ -193,18 +201,23 @@ def _cmd_partition(args: argparse.Namespace) -> int:
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
-    import json
-
-    from fedsim.rundir import RunDirError
+    from fedsim.rundir import RunDir, RunDirError
 
     rows = []
     for run_dir in args.run_dirs:
-        path = run_dir / "summary.json"
-        try:
-            summary = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise RunDirError(f"{path}: cannot read a run summary ({exc})") from exc
+        summary = RunDir(run_dir).complete_summary()
+        if summary is None:
+            # No summary.json (it is written last): killed, still running, or not a run.
+            Console(stderr=True).print(
+                f"skipped {run_dir}: not a finished run (no complete summary.json); "
+                f"a killed run continues with `fedsim resume {run_dir}`",
+                markup=False,
+                highlight=False,
+            )
+            continue
         rows.append((summary.get("scenario", run_dir.name), summary))
+    if not rows:
+        raise RunDirError("no finished run among the directories given")
     _wide().print(results_table(rows))
     return EXIT_OK
 

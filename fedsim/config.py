@@ -16,7 +16,14 @@ from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ScenarioError(ValueError):
@@ -308,10 +315,13 @@ class CheckpointConfig(_Section):
     every: int = Field(1, ge=0, description="checkpoint every N rounds (0 = never)")
 
 
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
 class Scenario(_Section):
     """One simulation. Load with `Scenario.from_toml(path)`."""
 
-    name: str = "scenario"
+    name: str = Field("scenario", description="run name: the default run directory runs/NAME")
     seed: int = Field(0, ge=0)
     rounds: int = Field(3, ge=1, le=100_000)
     population: int = Field(10, ge=1, le=10_000_000)
@@ -326,6 +336,18 @@ class Scenario(_Section):
     faults: FaultsConfig = FaultsConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     audit: AuditConfig = AuditConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        # The name becomes a path (runs/NAME) that --overwrite may empty: it must not
+        # be able to point anywhere else.
+        if not _NAME_RE.fullmatch(value) or value in (".", ".."):
+            raise ValueError(
+                "a name is a plain identifier used as a directory name: 1 to 100 letters, "
+                "digits, '-', '_' or '.', no path separators, not '.' or '..'"
+            )
+        return value
 
     # ------------------------------------------------------------------ derived
     @property

@@ -28,12 +28,11 @@ from flwr.serverapp import Grid, ServerApp
 import fedsim
 from fedsim.checkpoint import (
     Checkpoint,
-    load_latest,
+    plan_resume,
     restore_strategy_state,
     save_checkpoint,
     scenario_hash,
     strategy_state,
-    truncate_lines,
 )
 from fedsim.clients.dp import plan_participation
 from fedsim.clients.evaluate import evaluate
@@ -43,7 +42,14 @@ from fedsim.config import Scenario, ScenarioError
 from fedsim.grid import RoundReport, RunStopped, VirtualClientGrid, cohort_size
 from fedsim.privacy import PrivacyEvent, PrivacyLedger, epsilon
 from fedsim.progress import RunProgress
-from fedsim.rundir import JsonLines, RunDir, RunDirError, read_jsonl
+from fedsim.rundir import (
+    JsonLines,
+    RunDir,
+    RunDirCorruptError,
+    RunDirError,
+    read_jsonl,
+    storage_errors,
+)
 from fedsim.seeding import derive_seed, numpy_rng
 from fedsim.shards import build_shards
 from fedsim.strategies import build_strategy
@@ -59,6 +65,8 @@ class RunResult:
     summary: dict[str, Any]
     metrics: list[dict[str, Any]]
     state_dict: dict[str, torch.Tensor] = field(repr=False)
+    #: resume() of a run that had finished: nothing was run or written.
+    already_complete: bool = False
 
 
 class SimulationError(RuntimeError):
@@ -77,50 +85,94 @@ def run(
     Args:
         scenario: a validated Scenario (see `Scenario.from_toml`).
         out: run directory; default `runs/<scenario name>`.
-        overwrite: replace an existing run directory.
+        overwrite: replace an existing fedsim run directory (only fedsim's files in it).
         progress: show a live progress display on the terminal.
 
     Returns:
         RunResult with the run directory, summary, per-round metrics and final weights.
 
     Raises:
-        RunDirError: the run directory exists or is not writable.
+        RunDirError: the run directory exists, is not a fedsim run (with overwrite), is
+            in use by another process, is not writable, or the disk filled up
+            (StorageError: the run is resumable).
         SimulationError: the Ray cluster named in the scenario cannot be reached.
         RunInterrupted: SIGINT/SIGTERM stopped the run (it can be resumed).
     """
     rundir = RunDir(out if out is not None else Path("runs") / scenario.name)
     _check_ray_address(scenario)
-    rundir.create(overwrite=overwrite)
-    rundir.write_text(rundir.scenario, scenario.to_toml())
-    state = _ServerState(scenario, rundir, RunProgress(scenario, enabled=progress))
-    return _execute(scenario, state)
+    try:
+        with storage_errors(rundir.path):
+            rundir.create(overwrite=overwrite)  # takes the run's lock
+            rundir.write_text(rundir.scenario, scenario.to_toml())
+            state = _ServerState(scenario, rundir, RunProgress(scenario, enabled=progress))
+            return _execute(scenario, state)
+    finally:
+        rundir.unlock()
 
 
 def resume(run_dir: str | Path, *, progress: bool = True) -> RunResult:
     """Continue a killed or interrupted run from its last checkpoint.
 
-    The scenario is the run directory's own `scenario.toml`; ledger and metrics lines
-    written after the checkpoint are dropped (their rounds run again, identically).
+    The scenario is the run directory's own `scenario.toml`. Checkpoint, metrics and
+    ledger are all checked before anything is changed; then the lines written after
+    the checkpoint are dropped (their rounds run again), except ledger lines of a
+    `dp.secure_rng` run, which stay charged with status "discarded" (the re-run's
+    fresh noise makes new releases). A finished run is left as it is.
 
     Raises:
-        RunDirError: no run directory / scenario there.
-        CheckpointError: a corrupt checkpoint or one from another scenario.
+        RunDirError: no run directory / scenario there, in use by another process,
+            corrupt files, a full or read-only disk.
+        CheckpointError: a corrupt checkpoint, one from another scenario, or files that
+            do not match it.
     """
     rundir = RunDir(run_dir)
     if not rundir.scenario.is_file():
         raise RunDirError(f"{rundir.path} holds no run to resume (no scenario.toml)")
     scenario = Scenario.from_toml(rundir.scenario)
+    finished = rundir.complete_summary()
+    if finished is not None:  # nothing to do: no Ray, no lock, no write
+        return _finished(rundir, finished)
     _check_ray_address(scenario)
-    ckpt = load_latest(rundir.checkpoints, expected_hash=scenario_hash(scenario.fingerprint()))
-    if ckpt is None:
-        # Killed before the first checkpoint: start again in the same directory.
-        for path in (rundir.metrics, rundir.ledger):
-            truncate_lines(path, 0)
-    else:
-        truncate_lines(rundir.metrics, ckpt.metrics_lines)
-        truncate_lines(rundir.ledger, ckpt.ledger_lines)
-    state = _ServerState(scenario, rundir, RunProgress(scenario, enabled=progress), resume=ckpt)
-    return _execute(scenario, state)
+    try:
+        with storage_errors(rundir.path):
+            rundir.lock()
+            plan = plan_resume(
+                rundir.metrics,
+                rundir.ledger,
+                rundir.checkpoints,
+                expected_hash=scenario_hash(scenario.fingerprint()),
+                fresh_noise=scenario.dp.secure_rng and scenario.dp.mode != "off",
+            )
+            # Everything checked: only now is the directory changed.
+            rundir.write_bytes(rundir.metrics, plan.metrics)
+            if plan.ledger is not None:
+                rundir.write_bytes(rundir.ledger, plan.ledger)
+            if plan.discarded and progress:
+                from rich.console import Console
+
+                Console(stderr=True).print(
+                    f"resume: {plan.discarded} ledger line(s) of the killed attempt kept as "
+                    "'discarded' (fresh noise: their releases stay charged)",
+                    markup=False,
+                    highlight=False,
+                )
+            state = _ServerState(
+                scenario, rundir, RunProgress(scenario, enabled=progress), resume=plan.checkpoint
+            )
+            return _execute(scenario, state)
+    finally:
+        rundir.unlock()
+
+
+def _finished(rundir: RunDir, summary: dict[str, Any]) -> RunResult:
+    """The result of a run that already completed, read without changing a file."""
+    return RunResult(
+        rundir.path,
+        summary,
+        read_jsonl(rundir.metrics) if rundir.metrics.exists() else [],
+        torch.load(rundir.model, weights_only=True),
+        already_complete=True,
+    )
 
 
 def _execute(scenario: Scenario, state: _ServerState) -> RunResult:
@@ -140,11 +192,13 @@ def _execute(scenario: Scenario, state: _ServerState) -> RunResult:
             f"fedsim resume {rundir.path}"
         )
     summary = state.summary(wall)
-    rundir.write_json(rundir.summary, summary)
     rundir.save_model(state.final_state)
     from fedsim.plots import plot_run
 
     plot_run(state.metrics, rundir.plots)
+    # Last: summary.json is the commit marker of a finished run (`fedsim results`,
+    # resume's "already complete"); a crash before it leaves a resumable run.
+    rundir.write_json(rundir.summary, summary)
     return RunResult(rundir.path, summary, state.metrics, state.final_state)
 
 
@@ -193,21 +247,12 @@ class _ServerState:
         self.rundir = rundir
         self.progress = progress
         self.resume_from = resume
-        self.metrics: list[dict[str, Any]] = (
-            read_jsonl(rundir.metrics) if rundir.metrics.exists() else []
-        )
-        self.metrics_file = JsonLines(rundir.metrics)
-        dp = scenario.dp
         self.ledger: PrivacyLedger | None = None
         self.ledger_lines = 0
-        if dp.mode in ("sample", "user"):
-            if rundir.ledger.exists() and rundir.ledger.stat().st_size > 0:
-                self.ledger = PrivacyLedger.load(
-                    rundir.ledger, delta=dp.delta, accountant=dp.accountant
-                )
-                self.ledger_lines = len(read_jsonl(rundir.ledger))
-            else:
-                self.ledger = PrivacyLedger(rundir.ledger, delta=dp.delta, accountant=dp.accountant)
+        try:
+            self._load_files()
+        except ValueError as exc:  # a corrupt line: bad input (exit 2), not a failed run
+            raise RunDirCorruptError(f"cannot continue the run in {rundir.path}: {exc}") from exc
         self.interrupted = False
         self.grad_sample_mode: str | None = None
         self.final_state: dict[str, torch.Tensor] = {}
@@ -220,6 +265,22 @@ class _ServerState:
             for event in self.ledger.user_events:
                 for c in event.get("clients", []):
                     self.user_participations[c] = self.user_participations.get(c, 0) + 1
+
+    def _load_files(self) -> None:
+        """Read back the metrics and ledger lines a resumed run already has."""
+        rundir, dp = self.rundir, self.scenario.dp
+        self.metrics: list[dict[str, Any]] = (
+            read_jsonl(rundir.metrics) if rundir.metrics.exists() else []
+        )
+        self.metrics_file = JsonLines(rundir.metrics)
+        if dp.mode in ("sample", "user"):
+            if rundir.ledger.exists() and rundir.ledger.stat().st_size > 0:
+                self.ledger = PrivacyLedger.load(
+                    rundir.ledger, delta=dp.delta, accountant=dp.accountant
+                )
+                self.ledger_lines = len(read_jsonl(rundir.ledger))
+            else:
+                self.ledger = PrivacyLedger(rundir.ledger, delta=dp.delta, accountant=dp.accountant)
 
     def close(self) -> None:
         self.metrics_file.close()

@@ -67,6 +67,7 @@ def test_resume_of_an_edited_run_exits_2_and_keeps_files(tmp_path: Path, capsys)
     rundir.write_text(rundir.scenario, sc.to_toml().replace("rounds = 2", "rounds = 7"))
     save_checkpoint(rundir.checkpoints, ckpt(scenario_hash(sc.fingerprint())))
     rundir.metrics.write_text('{"round": 1}\n{"round": 2}\n{"round": 3}\n')
+    rundir.unlock()  # create() locks the directory; resume must be able to take it
     assert main(["resume", str(rundir.path)]) == 2
     assert "different scenario" in capsys.readouterr().err
     assert rundir.metrics.read_text().count("\n") == 3  # nothing lost

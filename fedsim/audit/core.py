@@ -36,6 +36,7 @@ from fedsim.audit.sample_checks import check_sample_lines
 from fedsim.audit.user import UserLevel, user_entries, user_level
 from fedsim.audit.user_checks import check_user_lines
 from fedsim.privacy import PrivacyError
+from fedsim.privacy.ledger import DISCARDED
 
 T = TypeVar("T")
 
@@ -126,6 +127,7 @@ def build_report(
             sample_lines=len(sample_lines),
             user_lines=len(user_lines),
             failed_lines=sum(1 for line in inputs.lines if line.record["status"] == "failed"),
+            discarded_lines=sum(1 for line in inputs.lines if line.record["status"] == DISCARDED),
         ),
         sample=sample,
         user=user,

@@ -21,7 +21,7 @@ import numpy as np
 from fedsim.audit.errors import AuditInputError
 from fedsim.config import Scenario, ScenarioError
 from fedsim.privacy import ACCOUNTANTS, LedgerError, PrivacyError, PrivacyEvent, read_ledger
-from fedsim.privacy.ledger import LINE_KEYS, USER_LEVEL, USER_SAMPLINGS
+from fedsim.privacy.ledger import DISCARDED, LINE_KEYS, USER_LEVEL, USER_SAMPLINGS
 from fedsim.privacy.ledger import SAMPLE_LEVEL as SAMPLE_LEVEL  # re-exported for the audit
 
 SCENARIO_FILE = "scenario.toml"
@@ -36,8 +36,9 @@ USER_KEYS: tuple[str, ...] = (
     "sampling",
     "clients_sampled",
 )
-#: The server writes "released"; the others are accepted for hand-written ledgers.
-USER_STATUSES: tuple[str, ...] = ("released", "trained", "failed")
+#: The server writes "released" (and a resume DISCARDED for a killed attempt's release
+#: made with fresh noise); the others are accepted for hand-written ledgers.
+USER_STATUSES: tuple[str, ...] = ("released", "trained", "failed", DISCARDED)
 
 PLD_INSTALL_HINT = "pip install 'fedsim[audit]'"
 

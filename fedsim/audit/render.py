@@ -61,6 +61,13 @@ def render_audit(report: AuditReport, console: Console) -> None:
         "recomputed from them",
         highlight=False,
     )
+    if led.discarded_lines:
+        console.print(
+            f"{led.discarded_lines} line(s) are 'discarded': releases of a killed attempt "
+            "that a resume ran again with fresh noise; they were made, so they are "
+            "composed like every other line",
+            highlight=False,
+        )
     if report.sample is not None:
         _sample(console, report.sample)
     if report.user is not None:

@@ -61,6 +61,8 @@ class LedgerCounts:
     sample_lines: int
     user_lines: int
     failed_lines: int
+    #: Lines of killed attempts a resume ran again with fresh noise (still composed).
+    discarded_lines: int = 0
 
 
 @dataclass

@@ -13,6 +13,7 @@ from fedsim.audit.findings import Finding, close, violation, warning, who
 from fedsim.audit.inputs import LedgerLine
 from fedsim.audit.line_checks import check_common, check_stored
 from fedsim.config import Scenario
+from fedsim.privacy.ledger import DISCARDED
 
 
 def check_sample_lines(
@@ -49,9 +50,11 @@ def check_sample_lines(
         rec, n = line.record, line.line_no
         client, rnd = int(rec["client"]), int(rec["round"])
         out.extend(check_common(line, scenario))
-        seen[(rnd, client)] += 1
-        per_round[rnd] += 1
-        if seen[(rnd, client)] == 2:
+        counted = rec["status"] != DISCARDED  # a killed attempt's line, run again later
+        if counted:
+            seen[(rnd, client)] += 1
+            per_round[rnd] += 1
+        if counted and seen[(rnd, client)] == 2:
             out.append(
                 warning(
                     "duplicate-line",

@@ -12,6 +12,7 @@ from fedsim.audit.inputs import LedgerLine
 from fedsim.audit.line_checks import check_common, check_stored
 from fedsim.audit.user import UserLevel, user_entries
 from fedsim.config import Scenario
+from fedsim.privacy.ledger import DISCARDED
 
 
 def check_user_lines(
@@ -36,8 +37,10 @@ def check_user_lines(
     for i, line in enumerate(lines):
         rec, n = line.record, line.line_no
         out.extend(check_common(line, scenario))
-        rounds[int(rec["round"])] += 1
-        if rounds[int(rec["round"])] == 2:
+        counted = rec["status"] != DISCARDED  # a killed attempt's release, run again later
+        if counted:
+            rounds[int(rec["round"])] += 1
+        if counted and rounds[int(rec["round"])] == 2:
             out.append(
                 warning(
                     "duplicate-line",

@@ -56,20 +56,28 @@ from fedsim.privacy.accountants import (
 from fedsim.privacy.errors import LedgerError, PrivacyError
 
 __all__ = [
+    "DISCARDED",
     "LINE_KEYS",
     "STATUSES",
     "LedgerError",
     "PrivacyEvent",
     "PrivacyLedger",
+    "parse_ledger_line",
     "read_ledger",
 ]
 
 SAMPLE_LEVEL = "sample"
 USER_LEVEL = "user"
 
+#: A line of a killed attempt of a round that a resume runs again. With fresh
+#: (OS-entropy) noise that attempt's releases differ from the re-run's: it stays
+#: composed like any other line (resume marks it instead of dropping it).
+DISCARDED = "discarded"
+
 #: Allowed ``status`` values. A client that trained and then failed still spent privacy.
 #: "late": trained past the round deadline, update discarded, privacy spent all the same.
-STATUSES: tuple[str, ...] = ("trained", "failed", "late")
+#: Every status is composed; DISCARDED is also allowed on user-level lines.
+STATUSES: tuple[str, ...] = ("trained", "failed", "late", DISCARDED)
 
 #: How clients were sampled for a user-level release.
 USER_SAMPLINGS: tuple[str, ...] = ("poisson", "fixed")
@@ -258,6 +266,15 @@ def _parse_line(text: str, *, path: Path, line_no: int) -> dict[str, Any]:
     except PrivacyError as err:
         raise LedgerError(str(err), path=path, line_no=line_no) from err
     return record
+
+
+def parse_ledger_line(text: str, *, path: Path | str, line_no: int) -> dict[str, Any]:
+    """Parse and validate one ledger line as :func:`read_ledger` does.
+
+    Raises:
+        LedgerError: naming ``path`` and ``line_no``.
+    """
+    return _parse_line(text, path=Path(path), line_no=line_no)
 
 
 def _event_of(record: Mapping[str, Any]) -> PrivacyEvent:

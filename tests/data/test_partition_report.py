@@ -93,7 +93,7 @@ def test_render_summary_table() -> None:
 def _scenario_file(tmp_path: Path) -> Path:
     scenario = Scenario.from_dict(
         {
-            "name": "digits dirichlet",
+            "name": "digits_dirichlet",
             "seed": 1,
             "population": 12,
             "sampling": {"clients_per_round": 4},

@@ -125,3 +125,34 @@ def test_sigterm_stops_within_seconds_and_leaves_a_resumable_run(tmp_path: Path)
     assert not alive
     result = resume(out, progress=False)
     assert result.summary["rounds"] == ROUNDS
+
+
+def test_secure_rng_resume_keeps_the_killed_attempts_releases_charged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import shutil
+
+    from fedsim.cli import main
+    from fedsim.privacy import read_ledger
+
+    sc = small_scenario(rounds=2, dp__secure_rng=True)
+    clean = run(sc, tmp_path / "clean", progress=False)
+    # The state a kill leaves between round 2's ledger lines and its checkpoint: the
+    # ledger and metrics hold round 2, the latest checkpoint is round 1's.
+    out = tmp_path / "killed"
+    shutil.copytree(tmp_path / "clean", out)
+    for name in ("summary.json", "model.pt", "checkpoints/round_00002.pt"):
+        (out / name).unlink()
+    pointer = {"round": 1, "file": "round_00001.pt"}
+    (out / "checkpoints" / "latest.json").write_text(json.dumps(pointer) + "\n")
+
+    resumed = resume(out, progress=False)
+    statuses = [(r["round"], r["status"]) for r in read_ledger(out / "privacy_ledger.jsonl")]
+    m = sc.clients_per_round
+    assert statuses == [(1, "trained")] * m + [(2, "discarded")] * m + [(2, "trained")] * m
+    # both attempts of round 2 are composed: more privacy spent than the clean run's
+    assert resumed.summary["epsilon"]["max"] > clean.summary["epsilon"]["max"]
+    capsys.readouterr()
+    assert main(["audit", str(out)]) == 0
+    assert "'discarded'" in capsys.readouterr().out

@@ -197,7 +197,7 @@ def test_event_validation() -> None:
     [
         (dict(round=-1), "round must be an integer >= 0"),
         (dict(client="7"), "client must be an integer >= 0"),
-        (dict(status="ok"), r"status must be one of \('trained', 'failed', 'late'\)"),
+        (dict(status="ok"), r"status must be one of \('trained', 'failed', 'late', 'discarded'\)"),
         (dict(epsilon=3.0), r"extra fields \['epsilon'\] would overwrite"),
         (dict(event=event(delta=1e-6)), "event.delta=1e-06 differs from the ledger's delta"),
         (dict(event=(1.0, 0.1, 10)), "event must be a PrivacyEvent"),
