@@ -12,9 +12,10 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a model is saved: reading a run needs no torch
+    import torch
 
 
 class RunDirError(ValueError):
@@ -69,6 +70,8 @@ class RunDir:
         self.write_text(path, json.dumps(clean_json(data), indent=2, allow_nan=False) + "\n")
 
     def save_model(self, state: dict[str, torch.Tensor]) -> None:
+        import torch
+
         tmp = self.model.with_name("model.pt.tmp")
         torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
         os.replace(tmp, self.model)

@@ -142,9 +142,9 @@ def _execute(scenario: Scenario, state: _ServerState) -> RunResult:
     summary = state.summary(wall)
     rundir.write_json(rundir.summary, summary)
     rundir.save_model(state.final_state)
-    from fedsim.plots import plot_run
+    from fedsim.report.figures import plot_run
 
-    plot_run(state.metrics, rundir.plots)
+    plot_run(state.metrics, rundir.plots, scenario.model_dump(mode="json"))
     return RunResult(rundir.path, summary, state.metrics, state.final_state)
 
 
