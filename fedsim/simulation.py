@@ -287,10 +287,12 @@ def _simulate(scenario: Scenario, state: _ServerState) -> None:
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     previous: dict[int, Any] = {}
     try:
+        state.progress.phase("starting Ray")
         _init_ray(scenario)
         # After ray.init: Ray installs its own SIGTERM handler (which aborts the
         # process); ours replaces it so a signal stops the run cleanly instead.
         previous = _install_signal_handlers()
+        state.progress.phase("starting the Flower simulation engine")
         run_simulation(
             server_app=server_app,
             client_app=client_app,
@@ -390,7 +392,9 @@ def _check_ray_address(scenario: Scenario) -> None:
 
 
 def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
+    state.progress.phase(f"loading data ({sc.data.name})")
     bundle = load_scenario_data(sc)
+    state.progress.phase(f"building shards ({sc.population} clients)")
     shards = build_shards(sc, bundle)
     sizes = shards.sizes()
     strategy = build_strategy(sc)
@@ -415,7 +419,7 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
     test_idx = _test_indices(sc, len(bundle.test))
     vgrid.available = _budget_filter(sc, state, sizes)
     vgrid.stop_event = _STOP
-    state.progress.start(sc.rounds, done=first - 1)
+    state.progress.start(sc.rounds, done=first - 1, previous=state.metrics[: first - 1])
     for rnd in range(first, sc.rounds + 1):
         t0 = time.perf_counter()
         if _STOP.is_set():
