@@ -175,8 +175,10 @@ def _is_bad_input(exc: BaseException) -> bool:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from fedsim.config import Scenario
+    from fedsim.tracking import check_installed
 
     scenario = Scenario.from_toml(args.scenario, overrides=args.overrides)
+    check_installed(scenario)
     print(scenario.to_toml(), end="")
     return EXIT_OK
 
@@ -186,6 +188,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     # Validate everything before importing Flower/Ray or starting anything.
     scenario = Scenario.from_toml(args.scenario, overrides=args.overrides)
+    _check_tracking(scenario)
     for warning in scenario.warnings():
         Console(stderr=True).print(f"warning: {warning}", markup=False, highlight=False)
     from fedsim.simulation import run
@@ -194,6 +197,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _wide().print(results_table([(scenario.name, result.summary)]))
     Console().print(f"run directory: {result.run_dir}", markup=False, highlight=False)
     return EXIT_OK
+
+
+def _check_tracking(scenario: Any) -> None:
+    from fedsim.tracking import check_installed
+
+    check_installed(scenario)
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:

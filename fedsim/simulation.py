@@ -49,6 +49,7 @@ from fedsim.shards import build_shards
 from fedsim.strategies import build_strategy
 from fedsim.strategies.dp_fedavg import DPFedAvg
 from fedsim.strategies.factory import user_noise_multiplier
+from fedsim.tracking import open_tracker
 
 
 @dataclass
@@ -145,6 +146,7 @@ def _execute(scenario: Scenario, state: _ServerState) -> RunResult:
     from fedsim.report.figures import plot_run
 
     plot_run(state.metrics, rundir.plots, scenario.model_dump(mode="json"))
+    state.tracker.on_end(summary)
     return RunResult(rundir.path, summary, state.metrics, state.final_state)
 
 
@@ -192,6 +194,7 @@ class _ServerState:
         self.scenario = scenario
         self.rundir = rundir
         self.progress = progress
+        self.tracker = open_tracker(scenario, rundir.path)
         self.resume_from = resume
         self.metrics: list[dict[str, Any]] = (
             read_jsonl(rundir.metrics) if rundir.metrics.exists() else []
@@ -479,6 +482,7 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
         row["seconds"] = round(time.perf_counter() - t0, 4)
         state.metrics.append(row)
         state.metrics_file.write(row)
+        state.tracker.on_round(row)
         state.metrics_file.flush()
         if state.ledger is not None:
             state.ledger.flush()
