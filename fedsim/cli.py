@@ -194,7 +194,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from fedsim.simulation import run
 
     result = run(scenario, args.out, overwrite=args.overwrite, progress=not args.quiet)
-    _wide().print(results_table([(scenario.name, result.summary)]))
+    _wide().print(results_table([(str(result.run_dir), result.summary, scenario.model_dump())]))
     Console().print(f"run directory: {result.run_dir}", markup=False, highlight=False)
     return EXIT_OK
 
@@ -209,7 +209,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     from fedsim.simulation import resume
 
     result = resume(args.run_dir, progress=not args.quiet)
-    _wide().print(results_table([(result.summary["scenario"], result.summary)]))
+    _wide().print(results_table(results_rows([result.run_dir], Console(stderr=True))))
     Console().print(f"run directory: {result.run_dir}", markup=False, highlight=False)
     return EXIT_OK
 

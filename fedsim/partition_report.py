@@ -325,5 +325,5 @@ def partition_command(
     written = save_heatmap(
         summary["label_counts"], path, title=title, class_names=class_names(scenario)
     )
-    console.print(f"heat map: {written}")
+    console.print(f"heat map: {written}", markup=False, highlight=False)
     return 0

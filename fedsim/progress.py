@@ -163,9 +163,14 @@ class RunProgress:
             self.console.print(text, markup=False, highlight=False)
 
     def stop(self) -> None:
+        """End the live display, leaving its last state on screen."""
         if self._live is not None:
             self._live.stop()
             self._live = None
+            if not self.console.is_terminal:
+                # Written to a file, the last frame has no line end: what follows
+                # (the results table) would start on its last line.
+                self.console.line()
 
 
 __all__ = ["WIDTH", "RunProgress"]

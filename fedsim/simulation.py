@@ -194,7 +194,7 @@ class _ServerState:
         self.scenario = scenario
         self.rundir = rundir
         self.progress = progress
-        self.tracker = open_tracker(scenario, rundir.path)
+        self.tracker = open_tracker(scenario, rundir.path, progress.phase)
         self.resume_from = resume
         self.metrics: list[dict[str, Any]] = (
             read_jsonl(rundir.metrics) if rundir.metrics.exists() else []

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import math
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +123,16 @@ def check_installed(scenario: Scenario) -> None:
         raise ScenarioError(problems)
 
 
-def open_tracker(scenario: Scenario, run_dir: Path) -> Tracker:
+def open_tracker(
+    scenario: Scenario, run_dir: Path, phase: Callable[[str], None] | None = None
+) -> Tracker:
     """The back-ends the scenario's ``[tracking]`` section asks for, opened in run_dir.
+
+    Args:
+        scenario: The run's scenario.
+        run_dir: The run directory.
+        phase: Told "opening ..." before each back-end starts (the progress display:
+            importing MLflow and creating its database take seconds).
 
     Raises:
         ScenarioError: a back-end's package is not installed (see :func:`check_installed`).
@@ -130,10 +141,28 @@ def open_tracker(scenario: Scenario, run_dir: Path) -> Tracker:
     cfg = scenario.tracking
     backends: list[Any] = []
     if cfg.tensorboard:
+        if phase is not None:
+            phase("opening TensorBoard event files")
         backends.append(_TensorBoard(scenario, Path(run_dir) / TENSORBOARD_DIR))
     if cfg.mlflow:
-        backends.append(_MLflow(scenario, Path(run_dir)))
+        if phase is not None:
+            phase("opening the MLflow run")
+        # MLflow logs its database set-up at INFO; the progress display says it instead.
+        with _quiet("mlflow", "alembic"):
+            backends.append(_MLflow(scenario, Path(run_dir)))
     return Tracker(backends)
+
+
+@contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in loggers]
+    for logger, _ in saved:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in saved:
+            logger.setLevel(level)
 
 
 class _TensorBoard:

@@ -68,8 +68,8 @@ class RunData:
 
     @property
     def name(self) -> str:
-        """The legend name: :attr:`legend`, else :attr:`label`."""
-        return self.legend or self.label
+        """The legend name: :attr:`legend`, else :attr:`label` (as plain text)."""
+        return plain(self.legend or self.label)
 
     @property
     def max_epsilon(self) -> float | None:
@@ -99,6 +99,11 @@ class RunData:
         if "epsilon_lower_bound" in self.audit:
             return float(self.audit["epsilon_lower_bound"]), "lower bound"
         return float(self.audit["epsilon_estimate"]), "estimate"
+
+
+def plain(text: str) -> str:
+    """`text` as matplotlib shows it literally: a "$" would start math mode."""
+    return text.replace("$", r"\$")
 
 
 def _sample_lines(ledger: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
@@ -495,8 +500,8 @@ def plot_run(
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for file, fig in (
-        ("accuracy", accuracy_figure([run], title=f"{name}: test accuracy")),
-        ("epsilon", epsilon_figure([run], title=f"{name}: privacy spent per client")),
+        ("accuracy", accuracy_figure([run], title=f"{plain(name)}: test accuracy")),
+        ("epsilon", epsilon_figure([run], title=f"{plain(name)}: privacy spent per client")),
     ):
         path = out_dir / f"{file}.{fmt}"
         path.write_bytes(_encode(fig, fmt, dpi))

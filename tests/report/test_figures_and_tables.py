@@ -142,3 +142,15 @@ def test_shakespeare_heat_map_shows_characters() -> None:
     assert len(labels) == len(VOCAB)
     assert "a" in labels and "Z" in labels and "␣" in labels and "\\n" in labels
     assert fig.axes[0].get_xlabel() == "next character"
+
+
+def test_dollar_signs_in_names_are_drawn_literally(tmp_path: Path) -> None:
+    data = load_run(make_run_dir(tmp_path / "run", name="cost$x$"))
+    # An unescaped "$x$" would be math text (and "$\\q$" a parse error at draw time).
+    paths = plot_run(data.metrics, tmp_path / "plots", {**data.scenario, "name": "a$\\q$"})
+    assert all(p.stat().st_size > 0 for p in paths)
+    from fedsim.report.figures import accuracy_figure
+
+    fig = accuracy_figure([replace(data, legend="z=$\\q$")])
+    fig.canvas.draw()
+    assert _legend_texts(fig) == ["z=\\$\\q\\$"]
