@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -67,7 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     report_p = sub.add_parser("report", help="write report.html and PNGs for runs")
     report_p.add_argument("run_dirs", nargs="+", type=Path)
-    report_p.add_argument("--out", type=Path, default=None, help="output directory")
+    report_p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default: the run directory for one run, "
+        "reports/NAME+NAME for several)",
+    )
+    report_p.add_argument(
+        "--format",
+        dest="fmt",
+        choices=("png", "svg", "pdf"),
+        default="png",
+        help="figure files' format (the HTML page embeds PNGs)",
+    )
+    report_p.add_argument("--dpi", type=int, default=100, help="PNG resolution (default 100)")
     report_p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
     part_p = sub.add_parser(
@@ -114,33 +129,56 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(handlers: dict[str, Any], args: argparse.Namespace) -> int:
-    from fedsim.simulation import RunInterrupted
-
     try:
         return int(handlers[args.command](args))
-    except RunInterrupted as exc:
+    except Exception as exc:
+        # Only run/resume import the simulation (Flower, Ray); if it was never
+        # imported, this exception cannot be one of its own.
+        interrupted = _loaded_class("fedsim.simulation", "RunInterrupted")
+        if interrupted is None or not isinstance(exc, interrupted):
+            raise
         Console(stderr=True).print(f"stopped: {exc}", highlight=False, markup=False)
         return 130
 
 
+def _loaded_class(module: str, name: str) -> type | None:
+    """`module.name` if that module is already imported, else None (never imports it)."""
+    loaded = sys.modules.get(module)
+    return getattr(loaded, name, None) if loaded is not None else None
+
+
+# Errors that mean "bad input, nothing started" (exit 2), by module and class. They are
+# looked up among the modules already imported: a command that never imported the data
+# or model code cannot have raised their errors, and importing them here would cost
+# seconds (torch) on every error message.
+_BAD_INPUT_ERRORS = (
+    ("fedsim.config", "ScenarioError"),
+    ("fedsim.rundir", "RunDirError"),
+    ("fedsim.checkpoint", "CheckpointError"),
+    ("fedsim.data.errors", "DataError"),
+    ("fedsim.models._checks", "ModelError"),
+)
+
+
 def _is_bad_input(exc: BaseException) -> bool:
-    from fedsim.checkpoint import CheckpointError
-    from fedsim.config import ScenarioError
-    from fedsim.data import DataError
-    from fedsim.models import ModelError
-    from fedsim.rundir import RunDirError
-
-    if isinstance(exc, ScenarioError | RunDirError | CheckpointError | DataError | ModelError):
-        return True
-    from fedsim.simulation import SimulationError
-
-    return isinstance(exc, SimulationError) and "cannot reach" in str(exc)
+    for module, name in _BAD_INPUT_ERRORS:
+        cls = _loaded_class(module, name)
+        if cls is not None and isinstance(exc, cls):
+            return True
+    simulation_error = _loaded_class("fedsim.simulation", "SimulationError")
+    return (
+        simulation_error is not None
+        and isinstance(exc, simulation_error)
+        and "cannot reach" in str(exc)
+    )
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from fedsim.config import Scenario
+    from fedsim.tracking import check_installed
 
     scenario = Scenario.from_toml(args.scenario, overrides=args.overrides, before_run=True)
+    check_installed(scenario)
     print(scenario.to_toml(), end="")
     return EXIT_OK
 
@@ -150,14 +188,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     # Validate everything (this machine too) before importing Flower/Ray or starting anything.
     scenario = Scenario.from_toml(args.scenario, overrides=args.overrides, before_run=True)
+    _check_tracking(scenario)
     for warning in scenario.warnings():
         Console(stderr=True).print(f"warning: {warning}", markup=False, highlight=False)
     from fedsim.simulation import run
 
     result = run(scenario, args.out, overwrite=args.overwrite, progress=not args.quiet)
-    _wide().print(results_table([(scenario.name, result.summary)]))
-    Console().print(f"run directory: {result.run_dir}")
+    _wide().print(results_table([(str(result.run_dir), result.summary, scenario.model_dump())]))
+    Console().print(f"run directory: {result.run_dir}", markup=False, highlight=False)
     return EXIT_OK
+
+
+def _check_tracking(scenario: Any) -> None:
+    from fedsim.tracking import check_installed
+
+    check_installed(scenario)
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
@@ -172,8 +217,8 @@ def _cmd_resume(args: argparse.Namespace) -> int:
             highlight=False,
         )
         return EXIT_OK
-    _wide().print(results_table([(result.summary["scenario"], result.summary)]))
-    Console().print(f"run directory: {result.run_dir}")
+    _wide().print(results_table(results_rows([result.run_dir], Console(stderr=True))))
+    Console().print(f"run directory: {result.run_dir}", markup=False, highlight=False)
     return EXIT_OK
 
 
@@ -191,7 +236,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from fedsim.report import report_command
 
     out = str(args.out) if args.out is not None else None
-    return report_command([str(d) for d in args.run_dirs], out)
+    return report_command([str(d) for d in args.run_dirs], out, fmt=args.fmt, dpi=args.dpi)
 
 
 def _cmd_partition(args: argparse.Namespace) -> int:
@@ -201,55 +246,113 @@ def _cmd_partition(args: argparse.Namespace) -> int:
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
-    from fedsim.rundir import RunDir, RunDirError
-
-    rows = []
-    for run_dir in args.run_dirs:
-        summary = RunDir(run_dir).complete_summary()
-        if summary is None:
-            # No summary.json (it is written last): killed, still running, or not a run.
-            Console(stderr=True).print(
-                f"skipped {run_dir}: not a finished run (no complete summary.json); "
-                f"a killed run continues with `fedsim resume {run_dir}`",
-                markup=False,
-                highlight=False,
-            )
-            continue
-        rows.append((summary.get("scenario", run_dir.name), summary))
-    if not rows:
-        raise RunDirError("no finished run among the directories given")
+    rows = results_rows(args.run_dirs, Console(stderr=True))
     _wide().print(results_table(rows))
     return EXIT_OK
 
 
-def results_table(rows: list[tuple[str, dict[str, Any]]]) -> Table:
-    """A results table: scenario, accuracy, loss, epsilon (max over clients), wall time."""
+def results_rows(
+    run_dirs: Sequence[Path], console: Console
+) -> list[tuple[str, dict[str, Any], dict[str, Any] | None]]:
+    """(label, summary, scenario) of each finished run directory; other paths skipped.
+
+    A path without a ``scenario.toml`` is not a run (e.g. ``runs/report`` matched by
+    ``runs/*``); a run without a complete ``summary.json`` (written last) was killed or
+    is still running. Both are skipped with a note. Rows are labelled by the path as
+    given, so two runs of one scenario stay apart.
+
+    Raises:
+        RunDirError: no path is a finished run.
+    """
+    import tomllib
+
+    from fedsim.rundir import RunDir, RunDirError
+
+    rows = []
+    for run_dir in run_dirs:
+        if not (run_dir / "scenario.toml").is_file():
+            console.print(
+                f"skipped {escape(str(run_dir))}: not a fedsim run directory (no scenario.toml)",
+                highlight=False,
+            )
+            continue
+        summary = RunDir(run_dir).complete_summary()
+        if summary is None:
+            console.print(
+                f"skipped {escape(str(run_dir))}: not a finished run (no complete "
+                f"summary.json); a killed run continues with `fedsim resume {escape(str(run_dir))}`",
+                highlight=False,
+            )
+            continue
+        try:
+            scenario = tomllib.loads((run_dir / "scenario.toml").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            scenario = None  # the table then shows no noise; the summary is what counts
+        rows.append((str(run_dir), summary, scenario))
+    if not rows:
+        raise RunDirError(
+            "no finished fedsim run among " + ", ".join(str(d) for d in run_dirs)
+        )
+    return rows
+
+
+ResultRow = tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], dict[str, Any] | None]
+
+
+def results_table(rows: Sequence[ResultRow]) -> Table:
+    """A results table, one row per run: its label (the run directory), rounds, accuracy,
+    loss, DP level, noise multiplier, epsilon (max and median over clients), delta,
+    clients failed, wall time.
+
+    Args:
+        rows: (label, summary) or (label, summary, scenario dict); the noise multiplier
+            is read from the scenario (``-`` without one).
+    """
     table = Table(title="fedsim results")
-    for col in (
-        "scenario",
+    columns = (
+        "run",
         "rounds",
         "accuracy",
         "loss",
         "DP level",
+        "noise",
         "epsilon max (median)",
         "delta",
+        "failed",
         "wall s",
-    ):
-        table.add_column(col, justify="right" if col != "scenario" else "left")
-    for name, s in rows:
+    )
+    for col in columns:
+        table.add_column(col, justify="left" if col == "run" else "right")
+    for row in rows:
+        label, s = row[0], row[1]
+        scenario = row[2] if len(row) > 2 else None
         eps = s.get("epsilon")
         eps_text = f"{eps['max']:.2f} ({eps['median']:.2f})" if eps else "off"
         table.add_row(
-            name,
+            escape(label),  # a cell is rich markup: a name like "q[/]" must print as is
             str(s.get("rounds")),
             _fmt(s.get("accuracy")),
             _fmt(s.get("loss")),
             s.get("privacy_level") or "off",
+            _noise(s, scenario),
             eps_text,
             f"{s['delta']:g}" if s.get("delta") else "-",
+            str(s.get("clients_failed", "-")),
             f"{s.get('wall_seconds', 0):.1f}",
         )
     return table
+
+
+def _noise(summary: dict[str, Any], scenario: dict[str, Any] | None) -> str:
+    """The run's noise multiplier as the scenario set it ('-' when DP is off or unknown)."""
+    dp = scenario.get("dp") if isinstance(scenario, dict) else None
+    if summary.get("dp_mode", "off") == "off" or not isinstance(dp, dict):
+        return "-"
+    z = dp.get("noise_multiplier")
+    if isinstance(z, int | float) and not isinstance(z, bool):
+        return f"{z:g}"
+    target = dp.get("target_epsilon")
+    return f"for eps {target:g}" if isinstance(target, int | float) else "-"
 
 
 def _wide() -> Console:

@@ -315,6 +315,40 @@ class CheckpointConfig(_Section):
     every: int = Field(1, ge=0, description="checkpoint every N rounds (0 = never)")
 
 
+class TrackingConfig(_Section):
+    """Experiment tracking beside the run's own files (optional extra ``fedsim[tracking]``).
+
+    ``tensorboard``: event files in ``RUN_DIR/tensorboard``. ``mlflow``: one MLflow run in
+    a local store (``RUN_DIR/mlflow.db``, artifacts in ``RUN_DIR/mlruns``, unless
+    ``tracking_uri`` names another local one; never a server). Both get the per-round
+    metrics, epsilon and the resolved scenario as hyper-parameters.
+    """
+
+    tensorboard: bool = False
+    mlflow: bool = False
+    tracking_uri: str | None = Field(
+        None, description="MLflow store: a local path, file: or sqlite: URI (no server)"
+    )
+    experiment: str | None = Field(None, description="MLflow experiment (default: the name)")
+
+    @model_validator(mode="after")
+    def _usable(self) -> TrackingConfig:
+        # Whether the packages are installed is checked where a run starts
+        # (fedsim.tracking.check_installed), not here: reading or auditing a run on a
+        # machine without them must still work.
+        uri = self.tracking_uri
+        if uri is not None:
+            if not self.mlflow:
+                raise ValueError("tracking.tracking_uri is set but tracking.mlflow is false")
+            scheme = uri.split(":", 1)[0].lower() if "://" in uri else "file"
+            if scheme not in ("file", "sqlite") or not uri.strip():
+                raise ValueError(
+                    f"tracking.tracking_uri = {uri!r}: only a local store: a directory, a "
+                    "file: or a sqlite: URI (fedsim never logs to a tracking server)"
+                )
+        return self
+
+
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
@@ -336,6 +370,7 @@ class Scenario(_Section):
     faults: FaultsConfig = FaultsConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     audit: AuditConfig = AuditConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     @field_validator("name")
     @classmethod
@@ -421,14 +456,22 @@ class Scenario(_Section):
                 would judge the default instead of what the user wrote.
             machine: also run the checks for starting a new run (see `from_toml`).
         """
-        from fedsim.validate import COMPONENT_CHECKS, RUN_CHECKS
+        from fedsim.validate import COMPONENT_CHECKS, HEAVY_CHECKS, RUN_CHECKS
 
         skipped = set(skip)
         problems: list[str] = []
-        checks = (*_FIELD_CHECKS, *COMPONENT_CHECKS, *(RUN_CHECKS if machine else ()))
-        for reads, check in checks:
+        light = [c for c in (*_FIELD_CHECKS, *COMPONENT_CHECKS) if c[1] not in HEAVY_CHECKS]
+        heavy = [c for c in COMPONENT_CHECKS if c[1] in HEAVY_CHECKS]
+        for reads, check in light:
             if not skipped & reads:
                 problems.extend(check(self))
+        if skipped or problems:
+            # The model, strategy and machine checks import torch/Flower/the data
+            # loaders: they judge a scenario with no plain mistake left, so a typo is
+            # refused in a fraction of a second.
+            return problems
+        for _, check in (*heavy, *(RUN_CHECKS if machine else ())):
+            problems.extend(check(self))
         return problems
 
     def _check_cohort(self) -> list[str]:

@@ -11,11 +11,13 @@ scenario will produce before anything trains:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fedsim.data.errors import DataError
@@ -139,6 +141,7 @@ def save_heatmap(
     *,
     title: str | None = None,
     max_clients: int = MAX_HEATMAP_CLIENTS,
+    class_names: Sequence[str] | None = None,
 ) -> Path:
     """Write a clients x classes heat map of sample counts as a PNG (matplotlib, Agg).
 
@@ -148,6 +151,8 @@ def save_heatmap(
         title: first line of the title (default "samples per client and class").
         max_clients: draw at most this many rows; with more clients, evenly spaced clients
             are drawn and the title says "showing R of K clients (evenly spaced)".
+        class_names: tick label of each class (e.g. Shakespeare's characters); class
+            numbers when None.
 
     Returns:
         The path written.
@@ -156,6 +161,21 @@ def save_heatmap(
         DataError: if `matrix` is not 2-D with at least one row and column, or
             `max_clients` < 1.
     """
+    fig = heatmap_figure(matrix, title=title, max_clients=max_clients, class_names=class_names)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    return out
+
+
+def heatmap_figure(
+    matrix: np.ndarray,
+    *,
+    title: str | None = None,
+    max_clients: int = MAX_HEATMAP_CLIENTS,
+    class_names: Sequence[str] | None = None,
+) -> Any:
+    """The matplotlib Figure :func:`save_heatmap` writes (same arguments, no path)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -181,11 +201,16 @@ def save_heatmap(
     ax = fig.add_subplot()
     image = ax.imshow(shown, aspect="auto", interpolation="nearest", cmap="viridis")
     fig.colorbar(image, ax=ax, label="samples")
-    ax.set_xlabel("class")
+    ax.set_xlabel("class" if class_names is None else "next character")
     ax.set_ylabel("client")
     ax.set_title(heading, fontsize=10)
-    x_step = max(1, int(np.ceil(c / 31)))
+    if class_names is not None and len(class_names) != c:
+        raise DataError(f"class_names has {len(class_names)} names for {c} classes")
+    # Named classes (characters) are short: all fit; numbered ones thin out past 31.
+    x_step = 1 if class_names is not None else max(1, int(np.ceil(c / 31)))
     ax.set_xticks(np.arange(0, c, x_step))
+    if class_names is not None:
+        ax.set_xticklabels([_printable(n) for n in class_names], fontsize=6, family="monospace")
     y_step = max(1, int(np.ceil(rows.size / 25)))
     ticks = np.arange(0, rows.size, y_step)
     ax.set_yticks(ticks)
@@ -197,10 +222,12 @@ def save_heatmap(
             color = "black" if top and v > 0.6 * top else "white"
             ax.text(j, i, str(int(v)), ha="center", va="center", fontsize=6, color=color)
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    return out
+    return fig
+
+
+def _printable(name: str) -> str:
+    """A class name as a tick label: whitespace characters spelled out."""
+    return {" ": "␣", "\n": "\\n", "\t": "\\t"}.get(name, name)
 
 
 def _fmt(stats: dict[str, float]) -> str:
@@ -238,6 +265,16 @@ def render_summary(summary: dict[str, Any], console: Console, *, title: str | No
 def _safe_name(name: str) -> str:
     """A scenario name as a file-name part (no path separators or spaces)."""
     return re.sub(r"[^\w.-]+", "_", name).strip("._") or "scenario"
+
+
+def class_names(scenario: Any) -> list[str] | None:
+    """Names of the scenario's classes where they are not just numbers (Shakespeare's
+    next-character labels are its vocabulary); None otherwise."""
+    if scenario.data.name == "shakespeare":
+        from fedsim.data.shakespeare import VOCAB
+
+        return list(VOCAB)
+    return None
 
 
 def partition_command(
@@ -283,8 +320,10 @@ def partition_command(
     if data.partition == "dirichlet":
         label += f" alpha={data.alpha:g}"
     title = f"{scenario.name}: {label}, {scenario.population} clients"
-    render_summary(summary, console, title=title)
+    render_summary(summary, console, title=escape(title))
     path = Path(out_png) if out_png else Path(f"partition_{_safe_name(scenario.name)}.png")
-    written = save_heatmap(summary["label_counts"], path, title=title)
-    console.print(f"heat map: {written}")
+    written = save_heatmap(
+        summary["label_counts"], path, title=title, class_names=class_names(scenario)
+    )
+    console.print(f"heat map: {written}", markup=False, highlight=False)
     return 0

@@ -42,9 +42,24 @@ OWN_FILES: tuple[str, ...] = (
     "summary.json",
     "model.pt",
     "empirical_audit.json",
+    "errors.log",
+    "tracking.json",
+    "mlflow.db",
+    "report.html",
     MARKER,
 )
-OWN_FOLDERS: tuple[str, ...] = ("checkpoints", "plots")
+#: Figures `fedsim report` writes into a single run's directory (one per format);
+#: tests/test_rundir.py checks this covers every figure of fedsim.report.figures.
+REPORT_FIGURE_STEMS: tuple[str, ...] = (
+    "accuracy",
+    "loss",
+    "epsilon",
+    "epsilon_hist",
+    "participation",
+    "privacy_utility",
+)
+OWN_FILES += tuple(f"{stem}.{ext}" for stem in REPORT_FIGURE_STEMS for ext in ("png", "svg", "pdf"))
+OWN_FOLDERS: tuple[str, ...] = ("checkpoints", "plots", "tensorboard", "mlruns")
 #: errno values that mean "the disk cannot take more": the run is resumable once fixed.
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 

@@ -55,6 +55,7 @@ from fedsim.shards import build_shards
 from fedsim.strategies import build_strategy
 from fedsim.strategies.dp_fedavg import DPFedAvg
 from fedsim.strategies.factory import user_noise_multiplier
+from fedsim.tracking import open_tracker
 
 
 @dataclass
@@ -132,6 +133,8 @@ def resume(run_dir: str | Path, *, progress: bool = True) -> RunResult:
     finished = rundir.complete_summary()
     if finished is not None:  # nothing to do: no Ray, no lock, no write
         return _finished(rundir, finished)
+    # Continuing is starting: the checks of this machine (data files, memory) run too.
+    scenario = Scenario.from_toml(rundir.scenario, before_run=True)
     _check_ray_address(scenario)
     try:
         with storage_errors(rundir.path):
@@ -193,9 +196,10 @@ def _execute(scenario: Scenario, state: _ServerState) -> RunResult:
         )
     summary = state.summary(wall)
     rundir.save_model(state.final_state)
-    from fedsim.plots import plot_run
+    from fedsim.report.figures import plot_run
 
-    plot_run(state.metrics, rundir.plots)
+    plot_run(state.metrics, rundir.plots, scenario.model_dump(mode="json"))
+    state.tracker.on_end(summary)
     # Last: summary.json is the commit marker of a finished run (`fedsim results`,
     # resume's "already complete"); a crash before it leaves a resumable run.
     rundir.write_json(rundir.summary, summary)
@@ -246,6 +250,7 @@ class _ServerState:
         self.scenario = scenario
         self.rundir = rundir
         self.progress = progress
+        self.tracker = open_tracker(scenario, rundir.path, progress.phase)
         self.resume_from = resume
         self.ledger: PrivacyLedger | None = None
         self.ledger_lines = 0
@@ -352,10 +357,12 @@ def _simulate(scenario: Scenario, state: _ServerState) -> None:
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     previous: dict[int, Any] = {}
     try:
+        state.progress.phase("starting Ray")
         _init_ray(scenario)
         # After ray.init: Ray installs its own SIGTERM handler (which aborts the
         # process); ours replaces it so a signal stops the run cleanly instead.
         previous = _install_signal_handlers()
+        state.progress.phase("starting the Flower simulation engine")
         run_simulation(
             server_app=server_app,
             client_app=client_app,
@@ -455,7 +462,9 @@ def _check_ray_address(scenario: Scenario) -> None:
 
 
 def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
+    state.progress.phase(f"loading data ({sc.data.name})")
     bundle = load_scenario_data(sc)
+    state.progress.phase(f"building shards ({sc.population} clients)")
     shards = build_shards(sc, bundle)
     sizes = shards.sizes()
     strategy = build_strategy(sc)
@@ -480,7 +489,7 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
     test_idx = _test_indices(sc, len(bundle.test))
     vgrid.available = _budget_filter(sc, state, sizes)
     vgrid.stop_event = _STOP
-    state.progress.start(sc.rounds, done=first - 1)
+    state.progress.start(sc.rounds, done=first - 1, previous=state.metrics[: first - 1])
     for rnd in range(first, sc.rounds + 1):
         t0 = time.perf_counter()
         if _STOP.is_set():
@@ -540,6 +549,7 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
         row["seconds"] = round(time.perf_counter() - t0, 4)
         state.metrics.append(row)
         state.metrics_file.write(row)
+        state.tracker.on_round(row)
         state.metrics_file.flush()
         if state.ledger is not None:
             state.ledger.flush()

@@ -159,6 +159,10 @@ COMPONENT_CHECKS: tuple[tuple[frozenset[str], Callable[[Scenario], list[str]]], 
     ),
     (frozenset({"data", "population"}), check_population),
 )
+#: Checks that import torch/opacus (build the model) or Flower (strategy signatures).
+#: They run only once every other check passes, so a scenario with a plain mistake is
+#: refused in a fraction of a second instead of after seconds of imports.
+HEAVY_CHECKS: frozenset[Callable[[Scenario], list[str]]] = frozenset({check_model, check_strategy})
 
 
 # ---------------------------------------------------------------------- this machine

@@ -372,3 +372,15 @@ def test_a_torn_last_ledger_line_is_not_kept(tmp_path: Path) -> None:
     plan = _plan(run, sc)
     assert (plan.discarded, plan.dropped) == (2, 1)
     assert [json.loads(x)["status"] for x in plan.ledger.decode().splitlines()][-1] == "discarded"  # type: ignore[union-attr]
+
+
+def test_overwrite_list_covers_every_report_figure_and_tracking_output() -> None:
+    from pathlib import Path as _Path
+
+    from fedsim import tracking
+    from fedsim.report.figures import FIGURES
+    from fedsim.rundir import OWN_FILES, OWN_FOLDERS
+
+    assert {_Path(name).name for name in FIGURES} <= set(OWN_FILES)
+    assert {tracking.STATE_FILE, tracking.MLFLOW_DB} <= set(OWN_FILES)
+    assert {tracking.TENSORBOARD_DIR, tracking.MLRUNS_DIR} <= set(OWN_FOLDERS)

@@ -29,11 +29,10 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from types import ModuleType
+from typing import Any
 
 import numpy as np
-from opacus.accountants import GaussianAccountant, PRVAccountant, RDPAccountant
-from opacus.accountants.analysis import gdp as gdp_analysis
-from opacus.accountants.analysis import rdp as rdp_analysis
 
 from fedsim.privacy._checks import (
     check_delta,
@@ -59,8 +58,12 @@ __all__ = [
 #: One accounting entry: (noise_multiplier, sample_rate, steps), as in opacus' history.
 HistoryEntry = tuple[float, float, int]
 
-#: RDP orders of the fast path: Opacus' defaults, so results equal ``RDPAccountant``'s.
-RDP_ORDERS: tuple[float, ...] = tuple(float(a) for a in RDPAccountant.DEFAULT_ALPHAS)
+#: RDP orders of the fast path: Opacus' ``RDPAccountant.DEFAULT_ALPHAS``, so results equal
+#: ``RDPAccountant``'s. Written out, not read from opacus: importing opacus imports torch
+#: (seconds), and reading a run's files must not (a test checks the two lists agree).
+RDP_ORDERS: tuple[float, ...] = tuple(
+    [1 + x / 10.0 for x in range(1, 100)] + [float(a) for a in range(12, 64)]
+)
 _ORDERS = np.array(RDP_ORDERS, dtype=np.float64)
 _ORDERS.flags.writeable = False
 
@@ -72,6 +75,28 @@ _GDP_MAX_EPSILON = 500.0
 
 # Caches hold read-only arrays; sizes bound memory to a few tens of MB (150 floats each).
 _CACHE_SIZE = 16384
+
+
+# --------------------------------------------------------------------------- opacus
+
+
+def _rdp_analysis() -> ModuleType:
+    # opacus (and with it torch) is imported on the first epsilon, not with this module.
+    from opacus.accountants.analysis import rdp
+
+    return rdp
+
+
+def _gdp_analysis() -> ModuleType:
+    from opacus.accountants.analysis import gdp
+
+    return gdp
+
+
+def _opacus_accountant(name: str) -> Any:
+    from opacus import accountants
+
+    return getattr(accountants, name)()
 
 
 # --------------------------------------------------------------------------- validation
@@ -121,7 +146,7 @@ def _rdp_one_step(noise_multiplier: float, sample_rate: float) -> np.ndarray:
     # The expensive part (~10-100 ms, fractional orders); one per distinct (z, q), so
     # clients whose step count changes between rounds still hit the cache.
     vec = np.asarray(
-        rdp_analysis.compute_rdp(
+        _rdp_analysis().compute_rdp(
             q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=RDP_ORDERS
         ),
         dtype=np.float64,
@@ -210,7 +235,7 @@ def epsilon_from_rdp(
         # Opacus warns when the best order is the first or last one; with fixed orders
         # the caller cannot act on it, and the ledger would warn on every record.
         warnings.filterwarnings("ignore", message="Optimal order is the")
-        eps, _ = rdp_analysis.get_privacy_spent(orders=orders_arr, rdp=rdp_arr, delta=d)
+        eps, _ = _rdp_analysis().get_privacy_spent(orders=orders_arr, rdp=rdp_arr, delta=d)
     eps = float(eps)
     # The conversion can dip below 0 for tiny RDP and large delta; (0, delta)-DP holds then.
     return max(0.0, eps)
@@ -227,7 +252,7 @@ def _epsilon_rdp(history: list[HistoryEntry], delta: float) -> float:
 
 
 def _epsilon_prv(history: list[HistoryEntry], delta: float) -> float:
-    accountant = PRVAccountant()
+    accountant = _opacus_accountant("PRVAccountant")
     accountant.history = list(history)
     with np.errstate(divide="ignore"):
         # At sample_rate == 1, opacus takes log(1 - q) = -inf on purpose; it is harmless.
@@ -245,21 +270,21 @@ def _epsilon_gdp(history: list[HistoryEntry], delta: float) -> float:
     (z, q, steps) = history[0]
     with np.errstate(over="ignore"):
         # exp(1/z^2) overflows to inf for tiny z; mu = inf then means no privacy.
-        mu = gdp_analysis.compute_mu_poisson(steps=steps, noise_multiplier=z, sample_rate=q)
+        mu = _gdp_analysis().compute_mu_poisson(steps=steps, noise_multiplier=z, sample_rate=q)
     # opacus solves delta(eps) = delta with brentq on [0, 500], which raises when the root
     # is outside the bracket: answer those two ends here instead.
     if mu == 0.0:  # noise so large that exp(1/z^2) - 1 rounds to 0
         return 0.0
     with np.errstate(over="ignore", invalid="ignore"):
-        if gdp_analysis.delta_eps_mu(eps=0.0, mu=mu) <= delta:
+        if _gdp_analysis().delta_eps_mu(eps=0.0, mu=mu) <= delta:
             return 0.0
-        if not gdp_analysis.delta_eps_mu(eps=_GDP_MAX_EPSILON, mu=mu) < delta:
+        if not _gdp_analysis().delta_eps_mu(eps=_GDP_MAX_EPSILON, mu=mu) < delta:
             return math.inf
     with warnings.catch_warnings():
         # The "GDP is experimental and can underestimate" warning is stated in the
         # module docstring and DESIGN.md; repeating it on every call is noise.
         warnings.filterwarnings("ignore", message="GDP accounting is experimental")
-        accountant = GaussianAccountant()
+        accountant = _opacus_accountant("GaussianAccountant")
     accountant.history = [(z, q, steps)]
     return float(accountant.get_epsilon(delta=delta, poisson=True))
 

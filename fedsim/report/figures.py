@@ -20,17 +20,25 @@ from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "FIGURES",
+    "FORMATS",
     "RunData",
     "client_epsilons",
+    "differing_keys",
+    "legend_labels",
     "participation_counts",
+    "plot_run",
     "render_figures",
 ]
 
 # Above this population a per-client participation plot is unreadable; the figure shows
 # how many clients took part how often instead.
 PER_CLIENT_LIMIT = 500
-_SIZE = (6.4, 3.6)  # inches; 640 x 360 px at the 100 dpi used below
+_SIZE = (6.4, 3.6)  # inches; 640 x 360 px at the default 100 dpi
 _DPI = 100
+#: Output formats of the figure files (the HTML page always embeds PNGs).
+FORMATS = ("png", "svg", "pdf")
+# Legends name at most this many differing scenario keys; beyond, the directory name.
+_MAX_LEGEND_KEYS = 3
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,8 @@ class RunData:
         summary: ``summary.json``.
         ledger: ``privacy_ledger.jsonl`` lines, or None when the file is absent (DP off).
         audit: ``empirical_audit.json``, or None when absent.
+        legend: Name in figure legends (what sets this run apart from the others it is
+            drawn with); the label when empty.
     """
 
     path: Path
@@ -54,6 +64,19 @@ class RunData:
     summary: dict[str, Any]
     ledger: list[dict[str, Any]] | None = None
     audit: dict[str, Any] | None = None
+    legend: str = ""
+
+    @property
+    def name(self) -> str:
+        """The legend name: :attr:`legend`, else :attr:`label` (as plain text)."""
+        return plain(self.legend or self.label)
+
+    @property
+    def max_epsilon(self) -> float | None:
+        """The scenario's per-client budget ``dp.max_epsilon``, or None."""
+        dp = self.scenario.get("dp")
+        value = dp.get("max_epsilon") if isinstance(dp, dict) else None
+        return float(value) if isinstance(value, int | float) else None
 
     @property
     def population(self) -> int:
@@ -76,6 +99,11 @@ class RunData:
         if "epsilon_lower_bound" in self.audit:
             return float(self.audit["epsilon_lower_bound"]), "lower bound"
         return float(self.audit["epsilon_estimate"]), "estimate"
+
+
+def plain(text: str) -> str:
+    """`text` as matplotlib shows it literally: a "$" would start math mode."""
+    return text.replace("$", r"\$")
 
 
 def _sample_lines(ledger: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
@@ -152,15 +180,16 @@ def _colour(i: int) -> str:
     return f"C{i % 10}"  # one colour per run, the same in every figure
 
 
-def accuracy_figure(runs: Sequence[RunData]) -> Figure:
-    """Central test accuracy vs round, one line per run."""
-    fig, ax = _new_axes("Test accuracy")
+def accuracy_figure(runs: Sequence[RunData], title: str = "Test accuracy") -> Figure:
+    """Central test accuracy vs round, one line per run (dashed: federated evaluation)."""
+    fig, ax = _new_axes(title)
     drawn = False
     for i, run in enumerate(runs):
-        x, y = _series(run.metrics, "accuracy")
-        if x:
-            ax.plot(x, y, marker="o", ms=3, color=_colour(i), label=run.label)
-            drawn = True
+        for key, style, what in (("accuracy", "-", ""), ("fed_accuracy", "--", " (federated)")):
+            x, y = _series(run.metrics, key)
+            if x:
+                ax.plot(x, y, style, marker="o", ms=3, color=_colour(i), label=run.name + what)
+                drawn = True
     ax.set_xlabel("round")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
@@ -179,7 +208,7 @@ def loss_figure(runs: Sequence[RunData]) -> Figure:
         for key, style, what in (("loss", "-", "test"), ("train_loss", "--", "train")):
             x, y = _series(run.metrics, key)
             if x:
-                ax.plot(x, y, style, color=_colour(i), label=f"{run.label} ({what})")
+                ax.plot(x, y, style, color=_colour(i), label=f"{run.name} ({what})")
                 drawn = True
     ax.set_xlabel("round")
     ax.set_ylabel("loss")
@@ -190,9 +219,11 @@ def loss_figure(runs: Sequence[RunData]) -> Figure:
     return fig
 
 
-def epsilon_figure(runs: Sequence[RunData]) -> Figure:
-    """Per-client eps vs round: median line, min-max band over the population."""
-    fig, ax = _new_axes("Privacy spent per client (accountant)")
+def epsilon_figure(
+    runs: Sequence[RunData], title: str = "Privacy spent per client (accountant)"
+) -> Figure:
+    """Per-client eps vs round: median line, min-max band, and the budget if one is set."""
+    fig, ax = _new_axes(title)
     drawn = False
     for i, run in enumerate(runs):
         x, med = _series(run.metrics, "epsilon_median")
@@ -201,8 +232,12 @@ def epsilon_figure(runs: Sequence[RunData]) -> Figure:
         if not x or not (len(x) == len(lo) == len(hi)):
             continue
         ax.fill_between(x, lo, hi, color=_colour(i), alpha=0.2, lw=0)
-        ax.plot(x, med, marker="o", ms=3, color=_colour(i), label=f"{run.label}: median")
-        ax.plot(x, hi, ":", color=_colour(i), lw=1, label=f"{run.label}: max")
+        ax.plot(x, med, marker="o", ms=3, color=_colour(i), label=f"{run.name}: median")
+        ax.plot(x, hi, ":", color=_colour(i), lw=1, label=f"{run.name}: max")
+        budget = run.max_epsilon
+        if budget is not None:
+            # Clients that reach it are left out of later rounds (dp.max_epsilon).
+            ax.axhline(budget, ls="--", color=_colour(i), lw=1.2, label=f"{run.name}: budget")
         drawn = True
     ax.set_xlabel("round")
     ax.set_ylabel("ε per client")
@@ -227,7 +262,7 @@ def epsilon_hist_figure(runs: Sequence[RunData]) -> Figure:
     edges = np.histogram_bin_edges(everything, bins=min(30, max(5, len(everything) // 4)))
     for i, run, eps in per_run:
         never = int(np.count_nonzero(eps == 0))
-        label = f"{run.label} ({never} of {eps.size} clients never took part)"
+        label = f"{run.name} ({never} of {eps.size} clients never took part)"
         ax.hist(eps, bins=edges, color=_colour(i), alpha=0.35, label=label)
         ax.hist(eps, bins=edges, color=_colour(i), histtype="step")
     ax.set_xlabel("final ε")
@@ -251,7 +286,7 @@ def participation_figure(runs: Sequence[RunData]) -> Figure:
         fig, ax = _new_axes("Participation per client")
         for i, run, c in counts:
             edges = np.arange(c.size + 1) - 0.5
-            ax.stairs(c, edges, fill=len(counts) == 1, color=_colour(i), alpha=0.8, label=run.label)
+            ax.stairs(c, edges, fill=len(counts) == 1, color=_colour(i), alpha=0.8, label=run.name)
             expected = _expected_participation(run)
             if expected is not None:
                 ax.axhline(expected, ls=":", color=_colour(i), lw=1)
@@ -264,7 +299,7 @@ def participation_figure(runs: Sequence[RunData]) -> Figure:
         width = 0.8 / len(counts)
         for j, (i, run, c) in enumerate(counts):
             hist = np.bincount(c)
-            ax.bar(np.arange(hist.size) + j * width, hist, width, color=_colour(i), label=run.label)
+            ax.bar(np.arange(hist.size) + j * width, hist, width, color=_colour(i), label=run.name)
         ax.set_xlabel("rounds taken part in")
         ax.set_ylabel("clients")
         ax.legend(fontsize=8)
@@ -293,11 +328,11 @@ def privacy_utility_figure(runs: Sequence[RunData]) -> Figure:
         eps = run.epsilon_max
         if eps is None:
             # DP off: no eps to place it at; its accuracy is the reference line.
-            ax.axhline(acc, ls="--", color=_colour(i), lw=1, label=f"{run.label} (DP off)")
+            ax.axhline(acc, ls="--", color=_colour(i), lw=1, label=f"{run.name} (DP off)")
             drawn = True
             continue
-        ax.plot([eps], [acc], "o", ms=8, color=_colour(i), label=f"{run.label} (accountant ε)")
-        ax.annotate(run.label, (eps, acc), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        ax.plot([eps], [acc], "o", ms=8, color=_colour(i), label=f"{run.name} (accountant ε)")
+        ax.annotate(run.name, (eps, acc), textcoords="offset points", xytext=(6, 6), fontsize=8)
         empirical = run.empirical
         if empirical is not None:
             value, kind = empirical
@@ -353,18 +388,122 @@ FIGURES: dict[str, tuple[Callable[[Sequence[RunData]], Figure], str]] = {
 }
 
 
-def render_figures(runs: Sequence[RunData]) -> dict[str, bytes]:
-    """Draw every figure of :data:`FIGURES` and encode it as PNG.
+def render_figures(
+    runs: Sequence[RunData], *, fmt: str = "png", dpi: int = _DPI
+) -> dict[str, bytes]:
+    """Draw every figure of :data:`FIGURES` and encode it.
 
     Args:
         runs: The runs to draw (overlaid, one colour each).
+        fmt: One of :data:`FORMATS`; the file names get its extension.
+        dpi: Resolution of raster output (PNG; ignored by the vector formats' geometry).
 
     Returns:
-        File name -> PNG bytes, in page order.
+        File name -> encoded bytes, in page order.
     """
-    pngs = {}
+    out = {}
     for name, (draw, _) in FIGURES.items():
-        buf = io.BytesIO()
-        draw(runs).savefig(buf, format="png", dpi=_DPI)
-        pngs[name] = buf.getvalue()
-    return pngs
+        out[_with_format(name, fmt)] = _encode(draw(runs), fmt, dpi)
+    return out
+
+
+def _with_format(name: str, fmt: str) -> str:
+    return str(Path(name).with_suffix(f".{fmt}"))
+
+
+def _encode(fig: Figure, fmt: str, dpi: int) -> bytes:
+    if fmt not in FORMATS:
+        raise ValueError(f"figure format {fmt!r}: allowed {', '.join(FORMATS)}")
+    buf = io.BytesIO()
+    # A fixed date keeps PDF/SVG output byte-stable between renders of the same run.
+    metadata = {"png": None, "svg": {"Date": None}, "pdf": {"CreationDate": None}}[fmt]
+    fig.savefig(buf, format=fmt, dpi=dpi, metadata=metadata)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- legends
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def differing_keys(scenarios: Sequence[dict[str, Any]]) -> list[str]:
+    """Dotted scenario keys whose value is not the same in every scenario (sorted).
+
+    ``name`` is left out: it names the run, it does not describe a setting. A key that
+    one scenario lacks counts as differing.
+    """
+    flats = [_flatten(s) for s in scenarios]
+    keys = sorted(set().union(*flats)) if flats else []
+    missing = object()
+    return [k for k in keys if k != "name" and len({repr(f.get(k, missing)) for f in flats}) > 1]
+
+
+def legend_labels(runs: Sequence[RunData]) -> list[str]:
+    """Legend names saying what differs between the runs, e.g. ``dp.noise_multiplier=0.5``.
+
+    The run labels (directory names) where there is one run, where no setting differs
+    (repeats of one scenario) or more than a few do (the legend would be unreadable).
+    """
+    keys = differing_keys([run.scenario for run in runs])
+    if len(runs) < 2 or not keys or len(keys) > _MAX_LEGEND_KEYS:
+        return [run.label for run in runs]
+    names = []
+    for run in runs:
+        flat = _flatten(run.scenario)
+        names.append(", ".join(f"{k}={_legend_value(flat.get(k))}" for k in keys))
+    if len(set(names)) < len(names):  # e.g. a key one run lacks: keep them apart
+        return [run.label for run in runs]
+    return names
+
+
+def _legend_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def plot_run(
+    metrics: Sequence[dict[str, Any]],
+    out_dir: Path,
+    scenario: dict[str, Any],
+    *,
+    fmt: str = "png",
+    dpi: int = _DPI,
+) -> list[Path]:
+    """Write a run's own accuracy and epsilon figures (``plots/`` of the run directory).
+
+    Args:
+        metrics: The run's metric rows.
+        out_dir: Where to write (created).
+        scenario: The resolved scenario as a dict (its name titles the figures; its
+            ``dp.max_epsilon``, when set, is drawn as the budget line).
+        fmt: One of :data:`FORMATS`.
+        dpi: Resolution of raster output.
+
+    Returns:
+        The paths written: accuracy then epsilon.
+    """
+    name = str(scenario.get("name", "run"))
+    run = RunData(path=out_dir, label=name, scenario=scenario, metrics=list(metrics), summary={})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for file, fig in (
+        ("accuracy", accuracy_figure([run], title=f"{plain(name)}: test accuracy")),
+        ("epsilon", epsilon_figure([run], title=f"{plain(name)}: privacy spent per client")),
+    ):
+        path = out_dir / f"{file}.{fmt}"
+        path.write_bytes(_encode(fig, fmt, dpi))
+        paths.append(path)
+    return paths

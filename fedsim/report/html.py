@@ -15,9 +15,11 @@ Only the run directory's files are read (never the live objects of a run):
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import math
+import re
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
@@ -25,9 +27,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from fedsim.report.figures import FIGURES, RunData, render_figures
+from fedsim.report.figures import FIGURES, FORMATS, RunData, legend_labels, render_figures
 
-__all__ = ["ReportError", "load_run", "render_html", "report_command", "write_report"]
+__all__ = [
+    "ReportError",
+    "default_report_dir",
+    "load_run",
+    "render_html",
+    "report_command",
+    "write_report",
+]
 
 # The CLI's exit codes (fedsim.cli): not imported, so the CLI can import this module.
 _EXIT_OK, _EXIT_BAD_INPUT = 0, 2
@@ -136,35 +145,64 @@ def _parse_audit(file: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- writing
 
 
-def write_report(run_dirs: Sequence[Path | str], out_dir: Path | str) -> Path:
-    """Write ``report.html`` and the figures' PNGs for one run or several overlaid.
+def write_report(
+    run_dirs: Sequence[Path | str], out_dir: Path | str, *, fmt: str = "png", dpi: int = 100
+) -> Path:
+    """Write ``report.html`` and the figure files for one run or several overlaid.
 
     Args:
-        run_dirs: Run directories; several are overlaid (e.g. a noise sweep), each
-            labelled by its directory name.
+        run_dirs: Run directories; several are overlaid (e.g. a noise sweep): tables
+            name each by its directory, legends by the scenario keys that differ.
         out_dir: Where to write; created if missing.
+        fmt: Format of the figure files, one of ``png``, ``svg``, ``pdf`` (the page
+            embeds PNGs either way).
+        dpi: Resolution of the PNGs (the page's and the files').
 
     Returns:
         The path of ``report.html``.
 
     Raises:
-        ReportError: no run directory given, or one cannot be read (named).
+        ReportError: no run directory given, one cannot be read (named), or a bad
+            format or dpi.
         OSError: out_dir cannot be written.
     """
     if not run_dirs:
         raise ReportError("no run directory given")
+    if fmt not in FORMATS:
+        raise ReportError(f"--format {fmt!r}: allowed {', '.join(FORMATS)}")
+    if isinstance(dpi, bool) or not isinstance(dpi, int) or not 20 <= dpi <= 1200:
+        raise ReportError(f"--dpi {dpi!r}: allowed an integer in 20..1200")
     runs = [load_run(p) for p in run_dirs]
     runs = [
         replace(run, label=label) for run, label in zip(runs, _unique_labels(runs), strict=True)
     ]
-    pngs = render_figures(runs)
+    runs = [replace(run, legend=name) for run, name in zip(runs, legend_labels(runs), strict=True)]
+    pngs = render_figures(runs, dpi=dpi)
+    files = pngs if fmt == "png" else render_figures(runs, fmt=fmt, dpi=dpi)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name, data in pngs.items():
+    for name, data in files.items():
         (out / name).write_bytes(data)
     page = out / "report.html"
     page.write_text(render_html(runs, pngs), encoding="utf-8")
     return page
+
+
+def default_report_dir(run_dirs: Sequence[Path | str]) -> Path:
+    """Where ``fedsim report`` writes without ``--out``.
+
+    One run: its own directory. Several: ``reports/<their names joined by +>`` in the
+    working directory, so a report is never mistaken for a run by ``fedsim results
+    runs/*``.
+    """
+    if len(run_dirs) == 1:
+        return Path(run_dirs[0])
+    names = "+".join(Path(d).resolve().name for d in run_dirs)
+    safe = re.sub(r"[^\w.+-]+", "_", names).strip("._") or "report"
+    if len(safe) > 80:  # keep the name short and still distinct per set of runs
+        digest = hashlib.sha1(names.encode("utf-8")).hexdigest()[:8]
+        safe = f"{safe[:60]}-{digest}"
+    return Path("reports") / safe
 
 
 def _unique_labels(runs: Sequence[RunData]) -> list[str]:
@@ -178,13 +216,16 @@ def _unique_labels(runs: Sequence[RunData]) -> list[str]:
     return [f"{label} [{i + 1}]" for i, label in enumerate(labels)]
 
 
-def report_command(run_dirs: list[str], out: str | None) -> int:
+def report_command(
+    run_dirs: list[str], out: str | None, *, fmt: str = "png", dpi: int = 100
+) -> int:
     """``fedsim report DIR [DIR ...] [--out OUT]``: write the report, return an exit code.
 
     Args:
         run_dirs: Run directories as given on the command line.
-        out: Output directory; default: the run directory itself for one run,
-            ``report/`` beside the first run for several.
+        out: Output directory; default :func:`default_report_dir`.
+        fmt: Format of the figure files (``png``, ``svg``, ``pdf``).
+        dpi: Resolution of the PNGs.
 
     Returns:
         0 on success (the page's path is printed); 2 when a directory is missing, a file
@@ -194,14 +235,9 @@ def report_command(run_dirs: list[str], out: str | None) -> int:
     if not run_dirs:
         print("error: give at least one run directory", file=sys.stderr)
         return _EXIT_BAD_INPUT
-    if out is not None:
-        out_dir = Path(out)
-    elif len(run_dirs) == 1:
-        out_dir = Path(run_dirs[0])
-    else:
-        out_dir = Path(run_dirs[0]).resolve().parent / "report"
+    out_dir = Path(out) if out is not None else default_report_dir(run_dirs)
     try:
-        page = write_report([Path(d) for d in run_dirs], out_dir)
+        page = write_report([Path(d) for d in run_dirs], out_dir, fmt=fmt, dpi=dpi)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return _EXIT_BAD_INPUT

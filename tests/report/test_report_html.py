@@ -43,6 +43,8 @@ def make_run_dir(
     consistency matters here).
     """
     path.mkdir(parents=True)
+    # A finished run: the final weights beside summary.json (written last).
+    (path / "model.pt").write_bytes(b"")
     dp = noise is not None
     mode = "sample" if dp else "off"
     (path / "scenario.toml").write_text(
@@ -223,13 +225,21 @@ def test_one_shot_estimate_is_called_an_estimate(tmp_path: Path) -> None:
     assert "1.7 (estimate)" in page and "not a bound" in page
 
 
-def test_noise_sweep_overlays_runs_in_report_dir_beside_them(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_noise_sweep_overlays_runs_in_a_reports_dir_outside_the_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)
     runs = [make_run_dir(tmp_path / "sweep" / f"z{z}", noise=z, seed=1) for z in (0.5, 1.0, 2.0)]
     runs.append(make_run_dir(tmp_path / "sweep" / "dp-off", noise=None))
     assert report_command([str(r) for r in runs], None) == 0
-    page_path = tmp_path / "sweep" / "report" / "report.html"
+    # Not inside sweep/: `fedsim results sweep/*` must not meet a report directory.
+    page_path = Path("reports") / "z0.5+z1.0+z2.0+dp-off" / "report.html"
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == [
+        "dp-off",
+        "z0.5",
+        "z1.0",
+        "z2.0",
+    ]
     assert f"report: {page_path}" in capsys.readouterr().out
     page = page_path.read_text(encoding="utf-8")
     for label in ("z0.5", "z1.0", "z2.0", "dp-off"):
