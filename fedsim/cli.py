@@ -278,9 +278,10 @@ def results_rows(
             continue
         summary = RunDir(run_dir).complete_summary()
         if summary is None:
+            shown = escape(str(run_dir))
             console.print(
-                f"skipped {escape(str(run_dir))}: not a finished run (no complete "
-                f"summary.json); a killed run continues with `fedsim resume {escape(str(run_dir))}`",
+                f"skipped {shown}: not a finished run (no complete summary.json); "
+                f"a killed run continues with `fedsim resume {shown}`",
                 highlight=False,
             )
             continue
