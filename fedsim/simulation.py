@@ -464,6 +464,8 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
             ev_msgs = strategy.configure_evaluate(rnd, arrays, ConfigRecord(), vgrid)
             ev_replies = vgrid.send_and_receive(ev_msgs, timeout=sc.backend.round_timeout)
             ev_report = vgrid.reports.pop()
+            row["cohorts_resent"] += ev_report.cohorts_resent
+            row["worker_restarts"] += ev_report.worker_restarts
             fed = strategy.aggregate_evaluate(rnd, ev_replies)
             row["fed_accuracy"] = _finite(fed, "accuracy")
             row["fed_loss"] = _finite(fed, "loss")
@@ -642,8 +644,13 @@ def _budget_stop(sc: Scenario, state: _ServerState, strategy: Any, vgrid: Any) -
 
 
 def _client_counts(report: RoundReport) -> dict[str, Any]:
-    """What happened to the sampled clients: trained, dropped, late, failed (with errors)."""
-    outs = report.outcomes
+    """What happened to the sampled clients: trained, dropped, late, failed (with errors).
+
+    An attempt whose worker failed and that was sent again is not a failed client
+    (its re-send's outcome counts); it shows in `cohorts_resent`, and the restarted
+    workers in `worker_restarts`.
+    """
+    outs = [o for o in report.outcomes if not o.extra.get("resent")]
     dropped = [o for o in outs if o.extra.get("dropped")]
     late = [o for o in outs if o.error is not None and o.extra.get("late")]
     failed = [o for o in outs if o.error is not None and o not in dropped and o not in late]
@@ -655,6 +662,8 @@ def _client_counts(report: RoundReport) -> dict[str, Any]:
         "clients_late": len(late),
         "sim_round_seconds": max(sim) if sim else None,
         "failures": [{"client": o.client, "error": o.error} for o in failed],
+        "cohorts_resent": report.cohorts_resent,
+        "worker_restarts": report.worker_restarts,
     }
 
 
