@@ -19,22 +19,32 @@ def handle_cohort(msg: Message) -> Message:
     start = time.perf_counter()
     req = unpack_request(msg.content)
     outcomes = worker_state(req.scenario_json).run_cohort(req)
+    node, actor = _ray_identity()
     reply = pack_reply(
-        outcomes, worker=os.getpid(), node=_node_id(), seconds=time.perf_counter() - start
+        outcomes,
+        worker=os.getpid(),
+        node=node,
+        actor=actor,
+        seconds=time.perf_counter() - start,
     )
     return Message(reply, reply_to=msg)
 
 
-def _node_id() -> str:
-    """The Ray node this worker runs on ("local" outside Ray): where the work ran."""
+def _ray_identity() -> tuple[str, str]:
+    """The Ray node and actor this worker runs as (("local", "") outside Ray).
+
+    The node says where the work ran; the actor id, with the process id, lets the
+    server notice a worker that Ray restarted after its process died.
+    """
     try:
         import ray
 
         if ray.is_initialized():
-            return str(ray.get_runtime_context().get_node_id())
+            ctx = ray.get_runtime_context()
+            return str(ctx.get_node_id()), str(ctx.get_actor_id() or "")
     except Exception:  # noqa: BLE001 - bookkeeping only; never fail a cohort for it
         pass
-    return "local"
+    return "local", ""
 
 
 @app.train()

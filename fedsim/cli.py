@@ -7,7 +7,9 @@ run directory, unreachable cluster) detected before anything started.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -112,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "partition": _cmd_partition,
         "results": _cmd_results,
     }
+    previous = _sigterm_as_interrupt()
     try:
         return _dispatch(handlers, args)
     except KeyboardInterrupt:
@@ -126,6 +129,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if code == EXIT_FAILED:
             console.print("(run again with --debug for the traceback)")
         return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_interrupt() -> Any:
+    """SIGTERM outside a run's own handling is Ctrl-C: exit 130 with a message, not 15.
+
+    Returns the handler it replaced (None outside the main thread).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _dispatch(handlers: dict[str, Any], args: argparse.Namespace) -> int:

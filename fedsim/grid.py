@@ -10,13 +10,16 @@ each cohort reply into one `Message(reply_to=original)` per client.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from flwr.app import Error, Message, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from fedsim.protocol import ClientOutcome, pack_request, unpack_reply
@@ -27,7 +30,12 @@ CLIENT_ERROR_CODE = 3
 
 @dataclass
 class RoundReport:
-    """What the grid saw in one send_and_receive, for the ledger and the metrics."""
+    """What the grid saw in one send_and_receive, for the ledger and the metrics.
+
+    `outcomes` holds one entry per client and cohort attempt: a cohort whose worker
+    failed and that was sent again appears once with `extra["resent"]` (it may have
+    trained: the ledger charges it) and once more with the outcome of the re-send.
+    """
 
     kind: str
     round: int
@@ -35,20 +43,52 @@ class RoundReport:
     cohorts: int
     cohort_errors: list[str]
     nodes: list[str] = field(default_factory=list)  # Ray node of each answered cohort
+    cohorts_resent: int = 0  # cohort attempts sent again after their worker failed
+    worker_restarts: int = 0  # workers first seen in a new process (restarted actors)
 
 
 # Cohorts refused because their worker was restarting are sent again (with backoff).
 RETRIES = 3
 RETRY_WAIT = 1.0
 
+# How Flower's engine reports an exception raised while a worker ran a message:
+# Error(code=UNKNOWN, reason=str(type(exc)) + ":<'" + str(exc) + "'>").
+_FLOWER_EXCEPTION = re.compile(r"^<class '(?P<qualname>[A-Za-z_][\w.]*)'>:<'")
 
-def _not_started(reason: str) -> bool:
-    """The cohort's worker was unavailable (restarting after a crash).
 
-    Whatever the lost attempt computed was never released, so sending the cohort
-    again releases each client's update once, as the accounting assumes.
+def worker_error(error: Error) -> type[BaseException] | None:
+    """The Ray actor error class behind a cohort's error reply, or None for any other error.
+
+    Flower passes only the exception's class name and text; the class is looked up
+    in `ray.exceptions` and checked with issubclass against `RayActorError` (worker
+    process dead or restarting), not matched as text.
     """
-    return "ActorUnavailableError" in reason
+    if error.code != ErrorCode.UNKNOWN:
+        return None
+    match = _FLOWER_EXCEPTION.match(error.reason or "")
+    if match is None:
+        return None
+    module, _, name = match["qualname"].rpartition(".")
+    if module != "ray.exceptions":
+        return None
+    import ray.exceptions
+
+    cls = getattr(ray.exceptions, name, None)
+    if isinstance(cls, type) and issubclass(cls, ray.exceptions.RayActorError):
+        return cls
+    return None
+
+
+def worker_restarting(error: Error) -> bool:
+    """The cohort's worker was unavailable (restarting after a crash): worth sending again.
+
+    Ray's ActorUnavailableError says the task "may or may not have executed", so the
+    lost attempt is still charged for privacy (RoundReport); only the retry is safe.
+    """
+    import ray.exceptions
+
+    cls = worker_error(error)
+    return cls is not None and issubclass(cls, ray.exceptions.ActorUnavailableError)
 
 
 class RunStopped(RuntimeError):
@@ -101,6 +141,7 @@ class VirtualClientGrid(Grid):
         self.stop_event: threading.Event | None = None
         self._pending: dict[str, Message] = {}
         self._replies: dict[str, Message] = {}
+        self._worker_pids: dict[str, int] = {}  # Ray actor id -> its process id
 
     # ------------------------------------------------------------ Grid basics
     def set_run(self, run) -> None:  # type: ignore[no-untyped-def]
@@ -174,31 +215,54 @@ class VirtualClientGrid(Grid):
                 "the simulation was started with too few supernodes"
             )
         deadline = None if timeout is None else time.monotonic() + timeout
+        pending = list(zip(cohorts, nodes, strict=False))
+        by_id, replies, lost, resent = self._send_with_retries(kind, pending, nodes, deadline)
+        return self._unpack(kind, by_id, replies, len(cohorts), lost, resent)
+
+    def _send_with_retries(
+        self,
+        kind: str,
+        pending: list[tuple[list[Message], int]],
+        nodes: list[int],
+        deadline: float | None,
+    ) -> tuple[dict[str, list[Message]], dict[str, Message], list[ClientOutcome], int]:
+        """Send the cohorts; send again those whose worker was restarting.
+
+        Returns the cohorts by message id, their last replies, one outcome per client
+        of each attempt that was sent again (it may have run, Ray cannot tell: it stays
+        on record as a failure and the ledger charges it), and the re-sends' count.
+        """
         by_id: dict[str, list[Message]] = {}
         replies: dict[str, Message] = {}
-        pending = list(zip(cohorts, nodes, strict=False))
+        lost: list[ClientOutcome] = []
+        resent = 0
         for attempt in range(RETRIES + 1):
             sent = self._send(kind, pending)
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             got = self._collect(set(sent), left)
             by_id.update(sent)
             replies.update(got)
-            # A worker that is restarting never started the cohort: nothing was trained
-            # or released, so sending it again is safe for privacy and for results.
-            retry = [
-                (cohort, nodes[i % len(nodes)])
-                for i, (mid, cohort) in enumerate(sent.items())
-                if mid in got and got[mid].has_error() and _not_started(got[mid].error.reason)
+            again = [
+                mid
+                for mid in sent
+                if mid in got and got[mid].has_error() and worker_restarting(got[mid].error)
             ]
-            if not retry or attempt == RETRIES:
+            if not again or attempt == RETRIES:
                 break
-            for mid, cohort in list(sent.items()):
-                if any(cohort is c for c, _ in retry):
-                    by_id.pop(mid)
-                    replies.pop(mid, None)
+            for mid in again:
+                reason = replies.pop(mid).error.reason
+                for msg in by_id.pop(mid):
+                    lost.append(
+                        ClientOutcome(
+                            client=int(msg.metadata.dst_node_id),
+                            error=f"cohort failed: {reason} (sent again)",
+                            extra={"resent": 1},
+                        )
+                    )
+            resent += len(again)
             time.sleep(RETRY_WAIT * (attempt + 1))
-            pending = retry
-        return self._unpack(kind, by_id, replies, len(cohorts))
+            pending = [(sent[mid], nodes[i % len(nodes)]) for i, mid in enumerate(again)]
+        return by_id, replies, lost, resent
 
     def _send(
         self, kind: str, pending: list[tuple[list[Message], int]]
@@ -240,11 +304,16 @@ class VirtualClientGrid(Grid):
         by_id: dict[str, list[Message]],
         replies: dict[str, Message],
         n_cohorts: int,
+        lost: list[ClientOutcome],
+        resent: int,
     ) -> list[Message]:
         out: list[Message] = []
-        outcomes: list[ClientOutcome] = []
+        # Lost attempts first: with the stable sort below, a client's lost attempt
+        # precedes its re-sent outcome (the ledger's lines keep that order).
+        outcomes: list[ClientOutcome] = list(lost)
         cohort_errors: list[str] = []
         nodes: list[str] = []
+        restarts = 0
         for cohort_id, cohort in by_id.items():
             reply = replies.get(cohort_id)
             if reply is None or reply.has_error():
@@ -259,6 +328,7 @@ class VirtualClientGrid(Grid):
                 continue
             client_outcomes, info = unpack_reply(reply.content)
             nodes.append(info["node"])
+            restarts += self._note_worker(info)
             by_client = {o.client: o for o in client_outcomes}
             for msg in cohort:
                 cid = int(msg.metadata.dst_node_id)
@@ -276,9 +346,27 @@ class VirtualClientGrid(Grid):
         outcomes.sort(key=lambda o: o.client)
         out.sort(key=lambda m: m.metadata.src_node_id)
         self.reports.append(
-            RoundReport(kind, self.current_round, outcomes, n_cohorts, cohort_errors, nodes)
+            RoundReport(
+                kind,
+                self.current_round,
+                outcomes,
+                n_cohorts,
+                cohort_errors,
+                nodes,
+                cohorts_resent=resent,
+                worker_restarts=restarts,
+            )
         )
         return out
+
+    def _note_worker(self, info: dict[str, Any]) -> int:
+        """1 if this reply's worker (Ray actor) now runs in a new process: it restarted."""
+        actor, pid = str(info.get("actor") or ""), int(info["worker"])
+        if not actor:
+            return 0
+        before = self._worker_pids.get(actor)
+        self._worker_pids[actor] = pid
+        return int(before is not None and before != pid)
 
 
 def cohorts_message_type(msg: Message) -> str:

@@ -120,9 +120,14 @@ def unpack_request(rd: RecordDict) -> CohortRequest:
 
 
 def pack_reply(
-    outcomes: list[ClientOutcome], *, worker: int, seconds: float, node: str = "local"
+    outcomes: list[ClientOutcome],
+    *,
+    worker: int,
+    seconds: float,
+    node: str = "local",
+    actor: str = "",
 ) -> RecordDict:
-    """Pack the outcomes of a cohort into one reply."""
+    """Pack the outcomes of a cohort into one reply (`actor`: the Ray actor id, if any)."""
     rd = RecordDict()
     for out in outcomes:
         prefix = f"c{out.client}/"
@@ -143,6 +148,7 @@ def pack_reply(
             "clients": [o.client for o in outcomes],
             "worker": int(worker),
             "node": node,
+            "actor": actor,
             "seconds": seconds,
         }
     )
@@ -172,6 +178,7 @@ def unpack_reply(rd: RecordDict) -> tuple[list[ClientOutcome], dict[str, Any]]:
     info = {
         "worker": int(meta["worker"]),
         "node": str(meta.get("node", "local")),
+        "actor": str(meta.get("actor", "")),
         "seconds": float(meta["seconds"]),
     }
     return outcomes, info

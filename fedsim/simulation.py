@@ -215,18 +215,50 @@ _STOP = threading.Event()
 
 
 def _install_signal_handlers() -> dict[int, Any]:
+    """SIGINT/SIGTERM set the stop flag; a second one stops without waiting.
+
+    While Flower's engine runs, a second signal ends the in-flight cohorts (their
+    round is dropped anyway) instead of raising: an exception there would leave
+    Flower's worker threads blocked on a Ray that was shut down under them, and the
+    process would never exit. Elsewhere (start-up, shutdown) it raises
+    KeyboardInterrupt. Returns the handlers replaced (for `_restore_signal_handlers`);
+    none outside the main thread, where Python cannot install handlers.
+    """
     if threading.current_thread() is not threading.main_thread():
         return {}
 
     def handler(signum: int, frame: Any) -> None:
-        if _STOP.is_set():  # second signal: stop waiting for a clean stop
+        if not _STOP.is_set():
+            _STOP.set()
+        elif _IN_FLOWER.is_set():
+            _SECOND_SIGNAL.set()
+            _kill_local_workers()
+        else:
             raise KeyboardInterrupt
-        _STOP.set()
 
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, handler)
     return previous
+
+
+# Set while Flower's run_simulation runs in the main thread (see the handler).
+_IN_FLOWER = threading.Event()
+_SECOND_SIGNAL = threading.Event()
+
+
+def _kill_local_workers() -> None:
+    """Kill this process's own Ray worker actors (ray::ClientAppActor), so that the
+    cohorts they run fail now. Workers on other machines of a cluster are left alone."""
+    import psutil
+
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            cmd = proc.cmdline()
+            if cmd and cmd[0].startswith("ray::ClientAppActor"):
+                proc.kill()
+        except psutil.Error:
+            continue  # gone already
 
 
 def _restore_signal_handlers(previous: dict[int, Any]) -> None:
@@ -330,6 +362,35 @@ class _ServerState:
 
 
 def _simulate(scenario: Scenario, state: _ServerState) -> None:
+    """Run the ServerApp and ClientApp on Ray; signals stop it cleanly at any point.
+
+    The handlers go in before anything slow (imports, Ray start-up), so a SIGINT or
+    SIGTERM during start-up stops the run with a message instead of killing it; a
+    second signal (or one while Ray shuts down) still ends as an interrupted run.
+    """
+    _SECOND_SIGNAL.clear()
+    previous = _install_signal_handlers()
+    server_threads: list[threading.Thread] = []
+    try:
+        _run_on_ray(scenario, state, server_threads)
+    except KeyboardInterrupt:  # a second signal: stop waiting for the clean stop
+        _STOP.set()
+        for thread in server_threads:  # it sees _STOP at its next poll
+            thread.join(timeout=10)
+        _mark_interrupted(state, "stopped by a second signal")
+    finally:
+        _restore_signal_handlers(previous)
+
+
+def _mark_interrupted(state: _ServerState, why: str) -> None:
+    state.interrupted = True
+    if state.stopped is None:
+        state.stopped = why
+
+
+def _run_on_ray(
+    scenario: Scenario, state: _ServerState, server_threads: list[threading.Thread]
+) -> None:
     from flwr.simulation import run_simulation
 
     from fedsim.clients.app import app as client_app
@@ -338,6 +399,7 @@ def _simulate(scenario: Scenario, state: _ServerState) -> None:
 
     @server_app.main()
     def _main(grid: Grid, context: Context) -> None:
+        server_threads.append(threading.current_thread())
         try:
             _server_loop(grid, scenario, state)
         except RunStopped:
@@ -355,36 +417,73 @@ def _simulate(scenario: Scenario, state: _ServerState) -> None:
     # (deprecations of its Python API, "federated evaluation skipped") are noise here.
     flwr_logger.setLevel(logging.ERROR)
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    previous: dict[int, Any] = {}
+    session = _LocalRay()
     try:
         state.progress.phase("starting Ray")
-        _init_ray(scenario)
-        # After ray.init: Ray installs its own SIGTERM handler (which aborts the
-        # process); ours replaces it so a signal stops the run cleanly instead.
-        previous = _install_signal_handlers()
+        _init_ray(scenario, session)
+        # ray.init installs its own SIGTERM handler (sys.exit); ours replaces it so
+        # a signal stops the run cleanly instead.
+        _install_signal_handlers()
+        if _STOP.is_set():
+            first = state.resume_from.round + 1 if state.resume_from else 1
+            _mark_interrupted(state, f"interrupted during start-up, before round {first}")
+            return
         state.progress.phase("starting the Flower simulation engine")
-        run_simulation(
-            server_app=server_app,
-            client_app=client_app,
-            num_supernodes=num_supernodes(scenario),
-            backend_name="ray",
-            backend_config=backend_config(scenario),
-        )
+        _IN_FLOWER.set()
+        try:
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=num_supernodes(scenario),
+                backend_name="ray",
+                backend_config=backend_config(scenario),
+            )
+        finally:
+            _IN_FLOWER.clear()
+        if _SECOND_SIGNAL.is_set():
+            _mark_interrupted(state, "stopped by a second signal (in-flight cohorts dropped)")
     except Exception as exc:
         if state.error is None:
             state.error = exc
     finally:
-        _restore_signal_handlers(previous)
         flwr_logger.setLevel(old_level)
-        import ray
-
-        if ray.is_initialized():  # Flower shuts Ray down itself unless it failed early
-            ray.shutdown()
+        _stop_ray(session)
 
 
-def _init_ray(scenario: Scenario) -> None:
+@dataclass
+class _LocalRay:
+    """What fedsim set up to start a Ray of its own, undone by `_stop_ray`.
+
+    Attributes:
+        session_dir: Ray's session directory of this run (None when fedsim joined a
+            cluster: the cluster's sessions are not fedsim's to remove).
+        saved_env: the environment variables fedsim set, with their previous values.
+        cluster_mode: `ray._private.ray_constants.ENABLE_RAY_CLUSTER` before the run.
+    """
+
+    session_dir: Path | None = None
+    saved_env: dict[str, str | None] = field(default_factory=dict)
+    cluster_mode: bool | None = None
+
+
+# Ray 2.55 on Linux takes the machine's external address as the node IP, and its
+# gRPC servers (GCS, raylet, core workers) then listen on every interface. In Ray's
+# single-machine mode (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, Ray's default on macOS and
+# Windows) the node IP is 127.0.0.1 and every server binds to loopback only. Ray
+# reads the variable once, into ray_constants.ENABLE_RAY_CLUSTER, when it is imported.
+_SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Ray's token authentication (RAY_AUTH_MODE=token): every gRPC call to the GCS,
+# raylets and workers must carry the token, which Ray's processes inherit from the
+# driver's environment. A fresh random token per run: no other process joins.
+_AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def _init_ray(scenario: Scenario, local: _LocalRay) -> None:
     """Start (or join) Ray as Flower's backend would, so fedsim owns the signal handling.
 
+    A local run binds every Ray port to 127.0.0.1 and requires a per-run token;
+    what that changed is recorded in `local` for `_stop_ray`, even if ray.init fails.
+    A SIGTERM during ray.init sets the stop flag (the run ends as interrupted).
     Flower's Ray backend skips its own ray.init() when Ray is already up; the
     workers get the driver's sys.path as Flower gives it to them.
     """
@@ -399,7 +498,92 @@ def _init_ray(scenario: Scenario) -> None:
     os.environ["PYTHONPATH"] = pythonpath
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init_args)
+    if not scenario.backend.ray_address:
+        _loopback_and_token(local)
+    try:
+        context = ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init_args)
+    except SystemExit as exc:
+        # Ray's start-up SIGTERM handler is `sys.exit(signum)`.
+        if exc.code != signal.SIGTERM:
+            raise
+        _STOP.set()
+        return
+    if not scenario.backend.ray_address:
+        local.session_dir = Path(context.address_info["session_dir"])
+
+
+def _loopback_and_token(local: _LocalRay) -> None:
+    """Ray's settings for a private local run; what they replaced is kept in `local`."""
+    import secrets
+
+    import ray._private.ray_constants as ray_constants
+
+    new = {
+        _SINGLE_MACHINE_ENV: "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_urlsafe(32),
+        "RAY_AUTH_TOKEN_PATH": None,
+    }
+    for key, value in new.items():
+        local.saved_env[key] = os.environ.get(key)
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    local.cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False  # Ray may have been imported before
+    _reload_ray_auth_config()
+
+
+def _reload_ray_auth_config() -> None:
+    """Make this process's Ray re-read RAY_AUTH_* (it caches them at import)."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    AuthenticationTokenLoader.instance().reset_cache()
+    Config.initialize("")
+
+
+def _stop_ray(local: _LocalRay) -> None:
+    """Shut Ray down, remove this run's own session directory, restore the settings."""
+    import ray
+
+    ray.shutdown()  # Flower shuts Ray down itself unless it failed early; twice is fine
+    if local.session_dir is not None:
+        _remove_session_dir(local.session_dir)
+    for key, value in local.saved_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    if local.cluster_mode is not None:
+        import ray._private.ray_constants as ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = local.cluster_mode
+    if local.saved_env:
+        _reload_ray_auth_config()
+
+
+def _remove_session_dir(session: Path) -> None:
+    """Delete the session directory this run's Ray created, and only that one.
+
+    Ray leaves one `session_*` directory per ray.init in its temp folder (logs,
+    sockets, runtime resources). Its processes may still be exiting, so removal is
+    retried briefly; `session_latest` is removed only if it points here.
+    """
+    import shutil
+
+    if not session.name.startswith("session_") or not session.is_dir():
+        return
+    for attempt in range(10):
+        shutil.rmtree(session, ignore_errors=True)
+        if not session.exists():
+            break
+        time.sleep(0.2 * (attempt + 1))
+    latest = session.parent / "session_latest"
+    if latest.is_symlink() and Path(os.readlink(latest)) in (session, Path(session.name)):
+        latest.unlink(missing_ok=True)
+    if session.exists():
+        logging.getLogger("fedsim").warning("could not remove Ray's session dir %s", session)
 
 
 def num_supernodes(scenario: Scenario) -> int:
@@ -438,6 +622,9 @@ def backend_config(scenario: Scenario) -> dict[str, Any]:
             "address": "local",
             "num_cpus": max(1, math.ceil(b.workers * b.cpus_per_worker)),
             "num_gpus": math.ceil(b.workers * b.gpus_per_worker),
+            # Loopback only (with the single-machine mode set by _init_ray: Ray maps
+            # 127.0.0.1 to the external address otherwise).
+            "_node_ip_address": "127.0.0.1",
         }
     init_args.update({"include_dashboard": False, "logging_level": "error", "log_to_driver": False})
     return {"client_resources": resources, "init_args": init_args}
@@ -538,6 +725,8 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
             ev_msgs = strategy.configure_evaluate(rnd, arrays, ConfigRecord(), vgrid)
             ev_replies = vgrid.send_and_receive(ev_msgs, timeout=sc.backend.round_timeout)
             ev_report = vgrid.reports.pop()
+            row["cohorts_resent"] += ev_report.cohorts_resent
+            row["worker_restarts"] += ev_report.worker_restarts
             fed = strategy.aggregate_evaluate(rnd, ev_replies)
             row["fed_accuracy"] = _finite(fed, "accuracy")
             row["fed_loss"] = _finite(fed, "loss")
@@ -723,8 +912,13 @@ def _budget_stop(sc: Scenario, state: _ServerState, strategy: Any, vgrid: Any) -
 
 
 def _client_counts(report: RoundReport) -> dict[str, Any]:
-    """What happened to the sampled clients: trained, dropped, late, failed (with errors)."""
-    outs = report.outcomes
+    """What happened to the sampled clients: trained, dropped, late, failed (with errors).
+
+    An attempt whose worker failed and that was sent again is not a failed client
+    (its re-send's outcome counts); it shows in `cohorts_resent`, and the restarted
+    workers in `worker_restarts`.
+    """
+    outs = [o for o in report.outcomes if not o.extra.get("resent")]
     dropped = [o for o in outs if o.extra.get("dropped")]
     late = [o for o in outs if o.error is not None and o.extra.get("late")]
     failed = [o for o in outs if o.error is not None and o not in dropped and o not in late]
@@ -736,6 +930,8 @@ def _client_counts(report: RoundReport) -> dict[str, Any]:
         "clients_late": len(late),
         "sim_round_seconds": max(sim) if sim else None,
         "failures": [{"client": o.client, "error": o.error} for o in failed],
+        "cohorts_resent": report.cohorts_resent,
+        "worker_restarts": report.worker_restarts,
     }
 
 

@@ -153,3 +153,133 @@ def test_per_client_records_travel_per_client_shared_ones_once(flower_run_contex
         got = req.content_for(pos)
         assert got["correction"]["w"].numpy().tolist() == [pos] * 3
         assert req.record_index(pos, "arrays") == req.record_index(0, "arrays")
+
+
+# ---------------------------------------------------------------- worker failures
+
+RAY_UNAVAILABLE = (
+    "<class 'ray.exceptions.ActorUnavailableError'>:<'The actor 1f is unavailable: "
+    "restarting. The task may or may not have been executed on the actor.'>"
+)
+
+
+def test_worker_errors_are_recognised_by_class_not_by_text(flower_run_context: Any) -> None:
+    import ray.exceptions
+    from flwr.app import Error
+    from flwr.common.constant import ErrorCode
+
+    from fedsim.grid import worker_error, worker_restarting
+
+    died = "<class 'ray.exceptions.ActorDiedError'>:<'The actor died unexpectedly'>"
+    assert worker_error(Error(ErrorCode.UNKNOWN, RAY_UNAVAILABLE)) is (
+        ray.exceptions.ActorUnavailableError
+    )
+    assert worker_restarting(Error(ErrorCode.UNKNOWN, RAY_UNAVAILABLE))
+    assert worker_error(Error(ErrorCode.UNKNOWN, died)) is ray.exceptions.ActorDiedError
+    assert not worker_restarting(Error(ErrorCode.UNKNOWN, died))  # dead: not re-sent
+    # The class name in a client's own error text, or another module's class of that
+    # name, is not a Ray worker failure.
+    for code, reason in [
+        (ErrorCode.CLIENT_APP_RAISED_EXCEPTION, RAY_UNAVAILABLE),
+        (ErrorCode.UNKNOWN, "injected failure after ActorUnavailableError"),
+        (ErrorCode.UNKNOWN, "<class 'mylib.ActorUnavailableError'>:<'x'>"),
+        (ErrorCode.UNKNOWN, "<class 'ray.exceptions.RaySystemError'>:<'x'>"),
+    ]:
+        assert worker_error(Error(code, reason)) is None, reason
+
+
+class FlakyWorkerGrid(InProcessGrid):
+    """The first `fail` cohorts sent get Ray's "worker restarting" error reply.
+
+    Every reply claims to come from one Ray actor; its process id changes when
+    `restart_after` replies have been sent, as when Ray restarts a dead actor.
+    """
+
+    def __init__(self, nodes: int, *, fail: int = 0, restart_after: int | None = None) -> None:
+        super().__init__(nodes)
+        self.fail = fail
+        self.restart_after = restart_after
+        self.answered = 0
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        from flwr.app import Error
+        from flwr.common.constant import ErrorCode
+
+        from fedsim.protocol import COHORT_KEY
+
+        ids = super().push_messages(messages)
+        for msg_id in ids:
+            if self.fail > 0:
+                self.fail -= 1
+                original = self.sent[-len(ids) + ids.index(msg_id)]
+                self._replies[msg_id] = Message(
+                    Error(ErrorCode.UNKNOWN, RAY_UNAVAILABLE), reply_to=original
+                )
+                continue
+            meta = self._replies[msg_id].content[COHORT_KEY]
+            restarted = self.restart_after is not None and self.answered >= self.restart_after
+            meta["actor"], meta["worker"] = "actor-1", 2000 if restarted else 1000
+            self.answered += 1
+        return ids
+
+
+def _grid_round(
+    inner: InProcessGrid, sc: Any, rnd: int = 1
+) -> tuple[list[Message], Any, VirtualClientGrid]:
+    grid = VirtualClientGrid(
+        inner,
+        population=sc.population,
+        workers=2,
+        clients_per_message="auto",
+        scenario_json=sc.fingerprint(),
+    )
+    grid.current_round = rnd
+    strategy = build_strategy(sc)
+    model = build_global_model(sc, (1, 8, 8), 10)
+    random.seed(7)
+    msgs = strategy.configure_train(rnd, ArrayRecord(model.state_dict()), ConfigRecord(), grid)
+    replies = grid.send_and_receive(msgs)
+    return replies, grid.reports.pop(), grid
+
+
+def test_resent_cohort_is_counted_and_its_lost_attempt_charged(
+    flower_run_context: Any, tmp_path: Any, monkeypatch: Any
+) -> None:
+    import fedsim.grid as grid_module
+    from fedsim.progress import RunProgress
+    from fedsim.rundir import RunDir, read_jsonl
+    from fedsim.simulation import _client_counts, _record_privacy, _ServerState
+
+    monkeypatch.setattr(grid_module, "RETRY_WAIT", 0.0)
+    sc = small_scenario()
+    replies, report, _ = _grid_round(FlakyWorkerGrid(8, fail=1), sc)
+    # The strategy sees every client trained once: the re-send answered.
+    assert len(replies) == 4 and not any(r.has_error() for r in replies)
+    lost = [o for o in report.outcomes if o.extra.get("resent")]
+    assert report.cohorts_resent == 1 and len(lost) == 2  # one cohort of K=2 clients
+    assert all("ActorUnavailableError" in o.error and "sent again" in o.error for o in lost)
+    counts = _client_counts(report)
+    assert counts["cohorts_resent"] == 1 and counts["worker_restarts"] == 0
+    assert counts["clients_trained"] == 4 and counts["clients_failed"] == 0
+    # The lost attempt may have run: the ledger charges its planned participation,
+    # on top of the re-send's real one.
+    rundir = RunDir(tmp_path / "run")
+    rundir.create()
+    state = _ServerState(sc, rundir, RunProgress(sc, enabled=False))
+    sizes = np.full(sc.population, 200)
+    _record_privacy(state, report, sizes)
+    state.close()
+    lines = read_jsonl(rundir.ledger)
+    for o in lost:
+        mine = [x for x in lines if x["client"] == o.client]
+        assert [x["status"] for x in mine] == ["failed", "trained"]
+        assert "upper bound" in mine[0]["error"]
+    assert len(lines) == 4 + 2
+
+
+def test_a_worker_in_a_new_process_counts_as_restarted(flower_run_context: Any) -> None:
+    sc = small_scenario()
+    inner = FlakyWorkerGrid(8, restart_after=1)  # 2 cohorts: the second, from a new pid
+    _, report, grid = _grid_round(inner, sc)
+    assert report.worker_restarts == 1
+    assert _grid_round(FlakyWorkerGrid(8), sc)[1].worker_restarts == 0  # same pid throughout
