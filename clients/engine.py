@@ -48,6 +48,11 @@ class EngineChoice:
             "vector_clients": self.vector_clients,
         }
 
+    @staticmethod
+    def unknown() -> dict[str, object]:
+        """The summary fields of a run that stopped before choosing (all None)."""
+        return {"engine": None, "engine_reason": None, "vector_clients": None}
+
 
 def vector_clients(scenario: Scenario, model: nn.Module) -> int:
     """V: backend.vector_clients, or automatic from the model size.
