@@ -198,9 +198,10 @@ class VectorisedTrainer:
                     c.losses.append(value)
             return grads
         per_ex, ex_loss = self._per_example(params, x, y)
-        for c, b, row in zip(clients, batches, ex_loss, strict=True):
+        means = ((ex_loss * w).sum(1) / w.sum(1).clamp(min=1.0)).tolist()  # one device sync
+        for c, b, value in zip(clients, batches, means, strict=True):
             if len(b):
-                c.losses.append(float(row[: len(b)].mean()))
+                c.losses.append(value)
         return self._privatise(per_ex, w, clients)
 
     def _gather(self, batches: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
