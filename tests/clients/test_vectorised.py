@@ -250,28 +250,43 @@ def test_vector_clients_from_model_size_or_setting() -> None:
     assert vector_clients(small_scenario(backend__vector_clients=5), big) == 5
 
 
-def _serve(tmp_path: Path, **overrides: Any) -> _ServerState:
-    sc = small_scenario(rounds=1, **overrides)
-    rundir = RunDir(tmp_path / sc.backend.engine)
+def _serve(tmp_path: Path, name: str = "", **overrides: Any) -> tuple[_ServerState, int]:
+    """A run over in-process cohorts: its state and how many cohort messages it sent."""
+    sc = small_scenario(**{"rounds": 1, **overrides})
+    rundir = RunDir(tmp_path / (name or sc.backend.engine))
     rundir.create()
     rundir.write_text(rundir.scenario, sc.to_toml())
     state = _ServerState(sc, rundir, RunProgress(sc, enabled=False))
+    inner = InProcessGrid(nodes=8)
     try:
-        _server_loop(InProcessGrid(nodes=8), sc, state)
+        _server_loop(inner, sc, state)
     finally:
         state.close()
-    return state
+    return state, len(inner.sent)
 
 
 @pytest.mark.parametrize("dp_mode", ["off", "sample"])
 def test_a_round_of_both_engines_agrees_and_the_summary_says_which(
     tmp_path: Path, flower_run_context: Any, dp_mode: str
 ) -> None:
-    vec = _serve(tmp_path, dp__mode=dp_mode, backend__engine="auto")
-    seq = _serve(tmp_path, dp__mode=dp_mode, backend__engine="sequential")
+    vec, _ = _serve(tmp_path, dp__mode=dp_mode, backend__engine="auto")
+    seq, _ = _serve(tmp_path, dp__mode=dp_mode, backend__engine="sequential")
     assert _max_rel_diff(seq.final_state, vec.final_state) <= 1e-5
     assert vec.summary(0.0)["engine"] == "vectorised"
     assert vec.summary(0.0)["vector_clients"] == 32
     assert vec.summary(0.0)["engine_reason"] == "the model passed the probe"
     assert seq.summary(0.0)["engine"] == "sequential"
     assert seq.summary(0.0)["vector_clients"] is None
+
+
+def test_vectorised_round_is_bit_identical_whatever_k(
+    tmp_path: Path, flower_run_context: Any
+) -> None:
+    """K = 1 and K = auto send different cohorts; the chunks, and the weights, are equal."""
+    common = dict(rounds=2, backend__workers=1, backend__vector_clients=2)
+    one, sent_one = _serve(tmp_path, "k1", backend__clients_per_message=1, **common)
+    auto, sent_auto = _serve(tmp_path, "auto", backend__clients_per_message="auto", **common)
+    assert one.summary(0.0)["engine"] == auto.summary(0.0)["engine"] == "vectorised"
+    assert sent_one > sent_auto  # K = 1 became K = V = 2: two cohorts a round, not one
+    for k, t in one.final_state.items():
+        assert torch.equal(t, auto.final_state[k]), k
