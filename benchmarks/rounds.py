@@ -1,6 +1,6 @@
 """Engine overhead per round: fedsim (K=auto) vs plain Flower+Ray (K=1) vs a PyTorch loop.
 
-    python -m benchmarks.rounds [--clients 100] [--samples 50] [--rounds 4] [--tiny]
+    python -m benchmarks.rounds [--clients 100] [--samples 50] [--rounds 4] [--dp] [--tiny]
 
 The same work in all three: `--clients` virtual clients, all sampled every round, the small
 CNN (`cnn`, channels [16, 32], hidden 64, 13.7k parameters) on the 8x8 digits, no DP, the same
@@ -14,7 +14,11 @@ cost with one epoch, without needing 5,000 images. The exact values used are in 
 
 Measured, per round (median of the rounds after the first, which carries the workers'
 cold start; the last round's final central evaluation runs on 1 test sample):
-  (a) fedsim_auto   clients_per_message="auto" (one cohort per worker), `--workers` Ray workers
+  (a) fedsim_auto   clients_per_message="auto" (one cohort per worker), `--workers` Ray workers,
+                    the sequential engine (backend.engine = "sequential")
+  (v) fedsim_vec    the same with the vectorised engine (backend.engine = "vectorised",
+                    backend.vector_clients = `--vector-clients`); fedsim_vec_other_dp is it
+                    again with DP-SGD switched the other way (for the DP / no-DP ratio)
   (b) fedsim_k1     clients_per_message=1: one Flower message (and Ray task) per client, the
                     plain Flower+Ray behaviour, with the same ClientApp. It also pays Flower's
                     per-message engine cost, which is what fedsim batches away.
@@ -31,7 +35,11 @@ unless --no-parallel-floor (or --tiny), the floor *measured* with W processes tr
 share at the same time: on a shared machine the W workers do not get W idle cores, and this
 row shows how much of the gap to the floor is CPU contention rather than engine overhead.
 
-Targets (issue "Speed and scale"): fedsim_k1 / fedsim_auto >= 8, fedsim_auto / floor <= 1.2.
+`--dp`: DP-SGD (noise multiplier 1, clip 1, Poisson batches) in every engine and the floor.
+
+Targets (issue "Speed and scale"): fedsim_k1 / fedsim_auto >= 8, fedsim_auto / floor <= 1.2;
+(issue "Vectorised cohorts"): fedsim_auto / fedsim_vec >= 3 (>= 4 with DP-SGD),
+fedsim_vec / floor <= 0.5, vectorised DP round / non-DP round <= 3.
 """
 
 from __future__ import annotations
@@ -61,6 +69,9 @@ from benchmarks.common import (
 
 TARGET_K1_OVER_AUTO = 8.0
 TARGET_AUTO_OVER_FLOOR = 1.2
+TARGET_SEQ_OVER_VEC = {False: 3.0, True: 4.0}  # by DP-SGD on/off
+TARGET_VEC_OVER_FLOOR = 0.5
+TARGET_VEC_DP_OVER_NODP = 3.0
 
 DIGITS_TRAIN = 1437  # digits train split at test_fraction 0.2
 
@@ -74,6 +85,9 @@ def build_scenario(
     k: int | str,
     batch: int = 16,
     seed: int = 0,
+    dp: bool = False,
+    engine: str = "sequential",
+    vector_clients: int | str = "auto",
 ) -> Any:
     """The benchmark scenario; `k` is backend.clients_per_message."""
     from fedsim.config import Scenario
@@ -81,7 +95,7 @@ def build_scenario(
     shard = max(1, DIGITS_TRAIN // clients)
     epochs = max(1, round(samples / shard))
     raw = {
-        "name": f"bench-rounds-k{k}",
+        "name": f"bench-rounds-k{k}-{engine}",
         "seed": seed,
         "rounds": rounds,
         "population": clients,
@@ -89,8 +103,15 @@ def build_scenario(
         "data": {"name": "digits", "partition": "iid"},
         "model": {"name": "cnn", "channels": [16, 32], "hidden": 64},
         "train": {"epochs": epochs, "batch_size": batch, "lr": 0.1},
-        "dp": {"mode": "off"},
-        "backend": {"workers": workers, "clients_per_message": k},
+        "dp": {"mode": "sample", "noise_multiplier": 1.0, "max_grad_norm": 1.0}
+        if dp
+        else {"mode": "off"},
+        "backend": {
+            "workers": workers,
+            "clients_per_message": k,
+            "engine": engine,
+            "vector_clients": vector_clients,
+        },
         # No per-round central evaluation; the final one (last round) on a single sample.
         "evaluation": {"every": 0, "max_test_samples": 1},
     }
@@ -237,6 +258,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-k1", action="store_true", help="do not run the K=1 baseline")
+    p.add_argument("--dp", action="store_true", help="DP-SGD in every engine")
+    p.add_argument(
+        "--vector-clients",
+        default="auto",
+        type=lambda v: v if v == "auto" else int(v),
+        help="backend.vector_clients of the vectorised runs",
+    )
     p.add_argument(
         "--no-parallel-floor", action="store_true", help="skip the measured W-process floor"
     )
@@ -257,24 +285,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     machine = machine_info()
-    sc_auto = build_scenario(
+    common = dict(
         clients=args.clients,
         samples=args.samples,
         rounds=args.rounds,
         workers=args.workers,
-        k="auto",
         batch=args.batch,
         seed=args.seed,
     )
-    sc_k1 = build_scenario(
-        clients=args.clients,
-        samples=args.samples,
-        rounds=args.rounds,
-        workers=args.workers,
-        k=1,
-        batch=args.batch,
-        seed=args.seed,
-    )
+    sc_auto = build_scenario(k="auto", dp=args.dp, **common)
+    sc_k1 = build_scenario(k=1, dp=args.dp, **common)
+    vec = dict(k="auto", engine="vectorised", vector_clients=args.vector_clients)
+    sc_vec = build_scenario(dp=args.dp, **vec, **common)
+    sc_vec_other = build_scenario(dp=not args.dp, **vec, **common)
     from fedsim.clients.dp import local_steps
     from fedsim.grid import cohort_size
 
@@ -287,6 +310,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         floor = floor_loop(sc_auto, args.rounds)
         pfloor = None if args.no_parallel_floor else parallel_floor(sc_auto, args.rounds)
         auto = timed_run(sc_auto, workdir / "auto", "fedsim_auto")
+        vrun = timed_run(sc_vec, workdir / "vec", "fedsim_vec")
+        vother = timed_run(sc_vec_other, workdir / "vec_other", "fedsim_vec_other_dp")
         k1 = None if args.skip_k1 else timed_run(sc_k1, workdir / "k1", "fedsim_k1")
         # Again after the runs: on a shared machine the load drifts; the floor's median is
         # taken over the warm rounds of both passes.
@@ -319,6 +344,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ok_floor = check(r_auto_floor, "<=", TARGET_AUTO_OVER_FLOOR)
     pfloor_med = median(pfloor["round_seconds"][1:]) if pfloor else None
     n = args.clients
+    vec_part = _vectorised_part(args, auto_med, floor_med, vrun, vother)
 
     result: dict[str, Any] = {
         "benchmark": "rounds",
@@ -334,7 +360,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "batch_size": args.batch,
             "local_steps_per_client": local_steps(sc_auto, shard),
             "model": "cnn channels=[16,32] hidden=64",
-            "dp": "off",
+            "dp": "DP-SGD z=1 C=1" if args.dp else "off",
             "rounds": args.rounds,
             "warmup_rounds": 1,
             "workers": w,
@@ -344,6 +370,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "fedsim_auto": auto.as_dict(),
         "fedsim_k1": k1.as_dict() if k1 else None,
+        "fedsim_vec": vrun.as_dict(),
+        "fedsim_vec_other_dp": vother.as_dict(),
+        "engine_summary": {k: vrun.summary.get(k) for k in ("engine", "vector_clients")},
         "floor": {
             "train_seconds_single_thread": floor["train_seconds"],
             "aggregate_seconds": floor["aggregate_seconds"],
@@ -363,12 +392,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratios": {
             "fedsim_k1_over_fedsim_auto": r_k1_auto,
             "fedsim_auto_over_floor": r_auto_floor,
+            **vec_part["ratios"],
         },
         "targets": {
             "fedsim_k1_over_fedsim_auto": f">= {TARGET_K1_OVER_AUTO}",
             "fedsim_auto_over_floor": f"<= {TARGET_AUTO_OVER_FLOOR}",
+            **vec_part["targets"],
         },
-        "met": {"fedsim_k1_over_fedsim_auto": ok_k1, "fedsim_auto_over_floor": ok_floor},
+        "met": {
+            "fedsim_k1_over_fedsim_auto": ok_k1,
+            "fedsim_auto_over_floor": ok_floor,
+            **vec_part["met"],
+        },
         # No target: the floor measured with W processes at once (same contention as the
         # W Ray workers); on a shared machine it separates engine overhead from CPU shortage.
         "ratios_info": {
@@ -380,6 +415,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # float64 FedAvg may differ from Flower's in the last bits.
             "max_abs_diff_auto_vs_k1": max_abs_diff(auto.state_dict, k1.state_dict) if k1 else None,
             "max_abs_diff_auto_vs_floor": max_abs_diff(auto.state_dict, floor["state_dict"]),
+            # Vectorised vs sequential: the same batches and noise, float rounding apart.
+            "max_abs_diff_auto_vs_vec": max_abs_diff(auto.state_dict, vrun.state_dict),
         },
         "benchmark_wall_seconds": round(time.perf_counter() - started, 2),
     }
@@ -400,6 +437,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             fmt_s(k1.startup_seconds) if k1 else "-",
         ],
         [
+            f"fedsim vectorised (V={vrun.summary.get('vector_clients')})",
+            fmt_s(vrun.warm_median()),
+            f"{1000 * vrun.warm_median() / n:.2f}" if vrun.warm_median() else "-",
+            fmt_s(vrun.round_seconds[0]),
+            fmt_s(vrun.startup_seconds),
+        ],
+        [
             f"PyTorch loop / {w} (floor)",
             fmt_s(floor_med),
             f"{1000 * floor_med / n:.2f}" if floor_med else "-",
@@ -415,7 +459,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ],
     ]
     print_table(
-        f"Per-round time: {n} clients x {sc_auto.train.epochs * shard} samples, cnn, no DP, "
+        f"Per-round time: {n} clients x {sc_auto.train.epochs * shard} samples, cnn, "
+        f"{'DP-SGD' if args.dp else 'no DP'}, "
         f"{w} workers (median of rounds 2..{args.rounds})",
         ["engine", "round (median)", "ms / client", "round 1 (cold)", "start-up"],
         rows,
@@ -436,6 +481,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"<= {TARGET_AUTO_OVER_FLOOR:g}x",
                 verdict(ok_floor),
             ],
+            *vec_part["rows"],
             [
                 "(info) fedsim_auto / floor measured in parallel",
                 fmt_x(ratio(auto_med, pfloor_med)),
@@ -452,6 +498,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     path = write_json(args.out, result)
     print_note(f"wrote {path}")
     return result
+
+
+def _vectorised_part(
+    args: argparse.Namespace,
+    seq_med: float | None,
+    floor_med: float | None,
+    vrun: Any,
+    vother: Any,
+) -> dict[str, Any]:
+    """Ratios, targets, verdicts and table rows of the vectorised engine."""
+    vec_med, other_med = vrun.warm_median(), vother.warm_median()
+    dp_med, nodp_med = (vec_med, other_med) if args.dp else (other_med, vec_med)
+    target_seq = TARGET_SEQ_OVER_VEC[bool(args.dp)]
+    checks = [
+        ("fedsim_auto_over_fedsim_vec", ratio(seq_med, vec_med), ">=", target_seq),
+        ("fedsim_vec_over_floor", ratio(vec_med, floor_med), "<=", TARGET_VEC_OVER_FLOOR),
+        ("fedsim_vec_dp_over_nodp", ratio(dp_med, nodp_med), "<=", TARGET_VEC_DP_OVER_NODP),
+    ]
+    out: dict[str, Any] = {"ratios": {}, "targets": {}, "met": {}, "rows": []}
+    for name, value, op, target in checks:
+        ok = check(value, op, target)
+        out["ratios"][name] = value
+        out["targets"][name] = f"{op} {target}"
+        out["met"][name] = ok
+        out["rows"].append(
+            [name.replace("_over_", " / "), fmt_x(value), f"{op} {target:g}x", verdict(ok)]
+        )
+    return out
 
 
 if __name__ == "__main__":

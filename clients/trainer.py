@@ -10,13 +10,14 @@ example does every round) costs more than the training of a small client.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from fedsim.clients.cohort import ClientJob, JobOutcome
 from fedsim.clients.dp import LocalPlan, local_steps, plan_participation
 from fedsim.config import Scenario
 from fedsim.data import ArrayDataset
@@ -196,26 +197,12 @@ class LocalTrainer:
             plan = plan_participation(sc, n)
             sample_rate = plan.sample_rate
             self._configure_dp(plan, n, client, round)
-        idx_t = torch.as_tensor(indices, dtype=torch.long)
+        sampler = BatchSampler(indices, gen, sc.train.batch_size, sample_rate if self.dp else None)
         losses: list[float] = []
-        order = torch.empty(0, dtype=torch.long)
-        cursor = 0
-        bs = sc.train.batch_size
         for step in range(steps):
             if fail_at is not None and step == fail_at:
-                raise ClientFailure(f"injected failure of client {client} at step {step}")
-            if self.dp:
-                # Poisson sampling: each example joins the batch independently with
-                # probability q, the sampling the accountant assumes.
-                mask = torch.rand(n, generator=gen) < sample_rate
-                batch_idx = idx_t[mask]
-            else:
-                if cursor >= len(order):
-                    order = idx_t[torch.randperm(n, generator=gen)]
-                    cursor = 0
-                batch_idx = order[cursor : cursor + bs]
-                cursor += bs
-            loss = self._step(batch_idx)
+                raise injected_failure(client, step)
+            loss = self._step(sampler.next())
             if loss is not None:
                 losses.append(loss)
             if progress is not None:
@@ -279,25 +266,102 @@ class LocalTrainer:
         opt.expected_batch_size = max(  # type: ignore[attr-defined]
             1, min(shard_len, self.scenario.train.batch_size)
         )
-        if self.scenario.dp.secure_rng:
-            # Fresh OS entropy per participation (torchcsprng has no build for this
-            # Python/torch); Opacus' secure_mode adds its floating-point mitigation.
-            opt.generator = secure_torch_generator(self.device)  # type: ignore[attr-defined]
-        else:
-            # Seeded noise: reproducible experiments; the audit states it.
-            opt.generator = torch_generator(  # type: ignore[attr-defined]
-                self.scenario.seed, "noise", round, client
-            )
+        opt.generator = noise_generator(  # type: ignore[attr-defined]
+            self.scenario, round, client, self.device
+        )
 
     def _fault_step(self, client: int, round: int, n: int) -> int | None:
-        p = self.scenario.faults.fail_probability
-        if p <= 0.0:
-            return None
-        rng = numpy_rng(self.scenario.seed, "fault", round, client)
-        if rng.random() >= p:
-            return None
-        steps = local_steps(self.scenario, n, client, round)
-        return steps // 2  # mid-training: some privacy already spent
+        return fault_step(self.scenario, client, round, n)
+
+    # ----------------------------------------------------------------- cohorts
+    chunk_size = 1 << 30  # clients one after the other: chunks change nothing here
+
+    def train_cohort(self, jobs: Sequence[ClientJob]) -> list[JobOutcome]:
+        """Train the jobs one after the other (the CohortTrainer interface)."""
+        outcomes = []
+        for job in jobs:
+            progress = [0]
+            try:
+                res = self.train(
+                    client=job.client,
+                    round=job.round,
+                    indices=job.indices,
+                    global_state=job.global_state,
+                    progress=progress,
+                    config=job.config,
+                )
+            except Exception as exc:  # noqa: BLE001 - a client's failure is data, not a crash
+                outcomes.append(JobOutcome(job.client, error=exc, steps_done=progress[0]))
+                continue
+            outcomes.append(JobOutcome(job.client, result=res, steps_done=res.steps))
+        return outcomes
+
+
+class BatchSampler:
+    """The batches of one participation, drawn from its own generator.
+
+    DP-SGD (``sample_rate`` given): Poisson sampling, each example joins a batch
+    independently with probability q, the sampling the accountant assumes. Without
+    DP: shuffled epochs cut into batches of ``batch_size``. Both engines draw their
+    batches here, so a client's batches do not depend on the engine.
+    """
+
+    def __init__(
+        self,
+        indices: np.ndarray,
+        generator: torch.Generator,
+        batch_size: int,
+        sample_rate: float | None,
+    ) -> None:
+        self.idx = torch.as_tensor(indices, dtype=torch.long)
+        self.gen = generator
+        self.batch_size = batch_size
+        self.sample_rate = sample_rate
+        self._order = torch.empty(0, dtype=torch.long)
+        self._cursor = 0
+
+    def next(self) -> torch.Tensor:
+        """Indices (into the dataset) of the next batch; may be empty under DP."""
+        n = len(self.idx)
+        if self.sample_rate is not None:
+            return self.idx[torch.rand(n, generator=self.gen) < self.sample_rate]
+        if self._cursor >= len(self._order):
+            self._order = self.idx[torch.randperm(n, generator=self.gen)]
+            self._cursor = 0
+        batch = self._order[self._cursor : self._cursor + self.batch_size]
+        self._cursor += self.batch_size
+        return batch
+
+
+def noise_generator(
+    scenario: Scenario, round: int, client: int, device: torch.device | str = "cpu"
+) -> torch.Generator:
+    """The generator of a participation's DP-SGD noise.
+
+    With dp.secure_rng: fresh OS entropy per participation (torchcsprng has no build
+    for this Python/torch); Opacus' secure_mode adds its floating-point mitigation.
+    Otherwise seeded per (round, client): reproducible experiments; the audit says so.
+    """
+    if scenario.dp.secure_rng:
+        return secure_torch_generator(device)
+    return torch_generator(scenario.seed, "noise", round, client)
+
+
+def injected_failure(client: int, step: int) -> ClientFailure:
+    """The error of a client failing by `faults.fail_probability` at `step`."""
+    return ClientFailure(f"injected failure of client {client} at step {step}")
+
+
+def fault_step(scenario: Scenario, client: int, round: int, n: int) -> int | None:
+    """The step at which a client fails this round (faults.fail_probability), or None."""
+    p = scenario.faults.fail_probability
+    if p <= 0.0:
+        return None
+    rng = numpy_rng(scenario.seed, "fault", round, client)
+    if rng.random() >= p:
+        return None
+    steps = local_steps(scenario, n, client, round)
+    return steps // 2  # mid-training: some privacy already spent
 
 
 def choose_grad_sample_mode(model: nn.Module, setting: str) -> str:

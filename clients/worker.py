@@ -15,8 +15,11 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, MetricRecord
 
+from fedsim.clients.cohort import ClientJob, CohortTrainer, JobOutcome
+from fedsim.clients.engine import EngineChoice, choose_engine
 from fedsim.clients.evaluate import evaluate
-from fedsim.clients.trainer import ClientFailure, LocalTrainer
+from fedsim.clients.trainer import ClientFailure, LocalTrainer, build_global_model
+from fedsim.clients.vectorised import VectorisedTrainer
 from fedsim.config import Scenario
 from fedsim.data import DatasetBundle, load_dataset
 from fedsim.protocol import ClientOutcome, CohortRequest
@@ -34,7 +37,13 @@ class WorkerState:
         self.device = torch.device("cuda" if use_gpu else "cpu")
         self.bundle: DatasetBundle = load_scenario_data(scenario)
         self.shards: Shards = build_shards(scenario, self.bundle)
-        self.trainer = LocalTrainer(
+        self.engine: EngineChoice = choose_engine(
+            scenario,
+            build_global_model(scenario, self.bundle.input_shape, self.bundle.num_classes),
+            self.bundle.train,
+        )
+        trainer_cls = VectorisedTrainer if self.engine.engine == "vectorised" else LocalTrainer
+        self.trainer: CohortTrainer = trainer_cls(
             scenario,
             self.bundle.train,
             self.bundle.input_shape,
@@ -43,32 +52,46 @@ class WorkerState:
         )
 
     def run_cohort(self, req: CohortRequest) -> list[ClientOutcome]:
-        """Run every client of a cohort; one client's failure does not stop the others."""
+        """Run every client of a cohort; one client's failure does not stop the others.
+
+        Training goes to the trainer in chunks cut from the cohort by position (the
+        grid cuts cohorts from the round's sorted clients in multiples of the chunk
+        size), so a chunk holds the same clients whatever K and the worker count.
+        """
         states: dict[int, dict[str, torch.Tensor]] = {}
-        outcomes = []
-        for pos, client in enumerate(req.clients):
-            content = req.content_for(pos)
+
+        def state_of(pos: int) -> dict[str, torch.Tensor]:
             j = req.record_index(pos, "arrays")
             if j not in states:  # convert the shared global model once per cohort
-                states[j] = content["arrays"].to_torch_state_dict()
-            if req.kind == "train":
-                config = dict(content["config"]) if "config" in content else {}
-                correction = content.get("correction")
-                if correction is not None:
-                    config["correction"] = correction.to_torch_state_dict()
-                outcomes.append(self._train(client, req.round, states[j], config))
-            else:
-                outcomes.append(self._evaluate(client, states[j]))
-        return outcomes
+                states[j] = req.content_for(pos)["arrays"].to_torch_state_dict()
+            return states[j]
 
-    def _train(
-        self, client: int, round: int, state: dict[str, torch.Tensor], config: dict[str, object]
-    ) -> ClientOutcome:
-        indices = self.shards.train[client]
+        if req.kind != "train":
+            return [self._evaluate(c, state_of(pos)) for pos, c in enumerate(req.clients)]
+        outcomes: dict[int, ClientOutcome] = {}
+        size = self.trainer.chunk_size
+        for start in range(0, len(req.clients), size):
+            jobs = []
+            for pos in range(start, min(start + size, len(req.clients))):
+                client = req.clients[pos]
+                early = self._before_training(client, req.round)
+                if early is not None:
+                    outcomes[client] = early
+                    continue
+                config = _client_config(req.content_for(pos))
+                jobs.append(
+                    ClientJob(client, req.round, self.shards.train[client], state_of(pos), config)
+                )
+            for job, done in zip(jobs, self.trainer.train_cohort(jobs), strict=True):
+                outcomes[job.client] = self._after_training(job, done)
+        return [outcomes[c] for c in req.clients]
+
+    def _before_training(self, client: int, round: int) -> ClientOutcome | None:
+        """A client's dropout (or an injected worker crash) before it trains."""
         faults = self.scenario.faults
-        seed = self.scenario.seed
         if faults.dropout_probability > 0:
-            if numpy_rng(seed, "dropout", round, client).random() < faults.dropout_probability:
+            draw = numpy_rng(self.scenario.seed, "dropout", round, client).random()
+            if draw < faults.dropout_probability:
                 # Dropped before training: nothing trained, no privacy spent.
                 return ClientOutcome(
                     client=client, error="dropped before training", extra={"dropped": 1}
@@ -76,21 +99,19 @@ class WorkerState:
         crash = faults.crash_worker_at
         if crash is not None and list(crash) == [round, client]:
             os._exit(17)  # a worker process dying mid-round, as an OOM kill would
-        progress = [0]
-        try:
-            res = self.trainer.train(
-                client=client,
-                round=round,
-                indices=indices,
-                global_state=state,
-                progress=progress,
-                config=config,
-            )
-        except Exception as exc:  # noqa: BLE001 - a client's failure is data, not a crash
-            out = ClientOutcome(client=client, error=_describe(exc))
-            out.steps_before_error = progress[0]
+        return None
+
+    def _after_training(self, job: ClientJob, done: JobOutcome) -> ClientOutcome:
+        """The outcome of a trained (or failed) client: privacy, lateness, NaN checks."""
+        client, indices = job.client, job.indices
+        faults = self.scenario.faults
+        seed = self.scenario.seed
+        res = done.result
+        if res is None:
+            out = ClientOutcome(client=client, error=_describe(done.error))  # type: ignore[arg-type]
+            out.steps_before_error = done.steps_done
             if self.trainer.dp:
-                out.privacy = self._privacy(len(indices), progress[0])
+                out.privacy = self._privacy(len(indices), done.steps_done)
             return out
         privacy = self._privacy(len(indices), res.steps) if self.trainer.dp else None
         extra: dict[str, float | int] = {}
@@ -110,7 +131,7 @@ class WorkerState:
                         extra=extra,
                     )
         if faults.nan_probability > 0:
-            if numpy_rng(seed, "nan", round, client).random() < faults.nan_probability:
+            if numpy_rng(seed, "nan", job.round, client).random() < faults.nan_probability:
                 first = next(iter(res.state))
                 res.state[first] = torch.full_like(res.state[first], float("nan"))
         if not all(bool(torch.isfinite(t).all()) for t in res.state.values()):
@@ -154,6 +175,15 @@ class WorkerState:
         )
         metrics = {"num-examples": res.num_examples, "loss": res.loss, "accuracy": res.accuracy}
         return ClientOutcome(client=client, metrics=MetricRecord(metrics))
+
+
+def _client_config(content: dict) -> dict[str, object]:
+    """The strategy's ConfigRecord for a client, with SCAFFOLD's correction decoded."""
+    config = dict(content["config"]) if "config" in content else {}
+    correction = content.get("correction")
+    if correction is not None:
+        config["correction"] = correction.to_torch_state_dict()
+    return config
 
 
 def client_speed(scenario: Scenario, client: int) -> float:

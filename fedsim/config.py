@@ -259,11 +259,22 @@ class BackendConfig(_Section):
     round_timeout: float = Field(3600.0, gt=0.0, description="seconds to wait for a round")
     connect_timeout: float = Field(30.0, gt=0.0, description="seconds to reach a Ray cluster")
     threads_per_worker: int = Field(1, ge=1, description="torch threads in each worker")
+    engine: Literal["auto", "vectorised", "sequential"] = Field(
+        "auto",
+        description="how a worker trains its clients: vectorised (torch.func over a chunk "
+        "of clients), sequential (one after the other), auto (vectorised if the model "
+        "passes a one-batch vmap probe)",
+    )
+    vector_clients: int | Literal["auto"] = Field(
+        "auto", description="clients per vectorised chunk (V); auto: from the model size"
+    )
 
     @model_validator(mode="after")
     def _k(self) -> BackendConfig:
         if isinstance(self.clients_per_message, int) and self.clients_per_message < 1:
             raise ValueError("clients_per_message must be 'auto' or an integer >= 1")
+        if isinstance(self.vector_clients, int) and self.vector_clients < 1:
+            raise ValueError("vector_clients must be 'auto' or an integer >= 1")
         return self
 
 

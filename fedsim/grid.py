@@ -95,11 +95,15 @@ class RunStopped(RuntimeError):
     """A signal stopped the run while a round was in flight."""
 
 
-def cohort_size(n_clients: int, workers: int, setting: int | str) -> int:
-    """K: clients per message. 'auto' gives each worker one cohort per round."""
-    if setting != "auto":
-        return max(1, int(setting))
-    return max(1, math.ceil(n_clients / max(1, workers)))
+def cohort_size(n_clients: int, workers: int, setting: int | str, chunk: int = 1) -> int:
+    """K: clients per message. 'auto' gives each worker one cohort per round.
+
+    K is rounded up to a multiple of `chunk` (the vectorised engine's clients per
+    chunk): cohorts then start at multiples of the chunk in the round's sorted
+    clients, so every chunk holds the same clients whatever K and the worker count.
+    """
+    k = max(1, int(setting)) if setting != "auto" else math.ceil(n_clients / max(1, workers))
+    return max(1, chunk * math.ceil(k / max(1, chunk)))
 
 
 class VirtualClientGrid(Grid):
@@ -115,6 +119,8 @@ class VirtualClientGrid(Grid):
         available: optional callable giving the clients that may be sampled now
             (e.g. those within their privacy budget); default all.
         poll_interval: seconds between polls for cohort replies.
+        chunk: clients per vectorised chunk (1 for the sequential engine); K is a
+            multiple of it.
     """
 
     def __init__(
@@ -127,8 +133,10 @@ class VirtualClientGrid(Grid):
         scenario_json: str,
         available: Callable[[], Sequence[int]] | None = None,
         poll_interval: float = 0.005,
+        chunk: int = 1,
     ) -> None:
         self.inner = inner
+        self.chunk = chunk
         self.population = population
         self.workers = workers
         self.clients_per_message = clients_per_message
@@ -206,7 +214,7 @@ class VirtualClientGrid(Grid):
         # whatever K, worker count or scheduling, so results are bit-identical.
         msgs.sort(key=lambda m: m.metadata.dst_node_id)
         kind = "train" if msgs[0].metadata.message_type.startswith("train") else "evaluate"
-        k = cohort_size(len(msgs), self.workers, self.clients_per_message)
+        k = cohort_size(len(msgs), self.workers, self.clients_per_message, self.chunk)
         cohorts = [msgs[i : i + k] for i in range(0, len(msgs), k)]
         nodes = self.real_node_ids()
         if len(cohorts) > len(nodes):

@@ -35,6 +35,7 @@ from fedsim.checkpoint import (
     strategy_state,
 )
 from fedsim.clients.dp import plan_participation
+from fedsim.clients.engine import EngineChoice, choose_engine
 from fedsim.clients.evaluate import evaluate
 from fedsim.clients.trainer import build_global_model, choose_grad_sample_mode
 from fedsim.clients.worker import load_scenario_data
@@ -292,6 +293,7 @@ class _ServerState:
             raise RunDirCorruptError(f"cannot continue the run in {rundir.path}: {exc}") from exc
         self.interrupted = False
         self.grad_sample_mode: str | None = None
+        self.engine: EngineChoice | None = None
         self.final_state: dict[str, torch.Tensor] = {}
         self.error: BaseException | None = None
         self.mismatches = 0
@@ -340,6 +342,7 @@ class _ServerState:
             "dp_mode": sc.dp.mode,
             "accountant": sc.dp.accountant if sc.dp.mode != "off" else None,
             "grad_sample_mode": self.grad_sample_mode,
+            **(self.engine.summary() if self.engine else EngineChoice.unknown()),
             "noise_rng": ("os-entropy" if sc.dp.secure_rng else "seeded")
             if sc.dp.mode != "off"
             else None,
@@ -656,9 +659,14 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
     sizes = shards.sizes()
     strategy = build_strategy(sc)
     model = build_global_model(sc, bundle.input_shape, bundle.num_classes)
+    # The same rules the workers apply to the same model: recorded in the summary.
+    state.engine = choose_engine(sc, model, bundle.train)
     if sc.dp.mode == "sample":
-        # The same rule the workers apply to the same model: recorded in the summary.
-        state.grad_sample_mode = choose_grad_sample_mode(model, sc.dp.grad_sample_mode)
+        state.grad_sample_mode = (
+            "vectorised"
+            if state.engine.engine == "vectorised"
+            else choose_grad_sample_mode(model, sc.dp.grad_sample_mode)
+        )
     arrays = ArrayRecord(model.state_dict())
     first = 1
     initial = {k: v.clone() for k, v in model.state_dict().items()}
@@ -672,6 +680,7 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
         workers=sc.backend.workers,
         clients_per_message=sc.backend.clients_per_message,
         scenario_json=sc.fingerprint(),
+        chunk=state.engine.vector_clients or 1,
     )
     test_idx = _test_indices(sc, len(bundle.test))
     vgrid.available = _budget_filter(sc, state, sizes)

@@ -51,6 +51,9 @@ class InProcessGrid:
 def one_round(
     k: Any, flower_run_context: Any, **overrides: Any
 ) -> tuple[dict, list, InProcessGrid]:
+    # The grid's own invariance to K, on the sequential engine; the vectorised engine
+    # keeps it through cohorts in multiples of its chunk (tests/clients/test_vectorised.py).
+    overrides.setdefault("backend__engine", "sequential")
     sc = small_scenario(backend__clients_per_message=k, **overrides)
     inner = InProcessGrid(nodes=8)
     grid = VirtualClientGrid(

@@ -54,6 +54,11 @@ def test_rounds_tiny(tmp_path: Path) -> None:
     assert _is_number(data["floor"]["median_round_seconds"])
     # Same clients and seeds: K does not change the result.
     assert data["checks"]["max_abs_diff_auto_vs_k1"] == 0.0
+    # The vectorised engine ran, beside the sequential one, to float rounding of it.
+    assert data["engine_summary"]["engine"] == "vectorised"
+    for name in ("fedsim_auto_over_fedsim_vec", "fedsim_vec_over_floor", "fedsim_vec_dp_over_nodp"):
+        assert _is_number(ratios[name])
+    assert data["checks"]["max_abs_diff_auto_vs_vec"] < 1e-4
 
 
 def test_dp_tiny(tmp_path: Path) -> None:
