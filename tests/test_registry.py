@@ -163,8 +163,8 @@ def test_a_user_component_that_does_not_import_is_named_before_the_run(
 def test_a_builder_returning_no_module_or_raising_is_reported_at_check() -> None:
     with pytest.raises(ScenarioError, match="returned str, not a torch.nn.Module"):
         small_scenario(model={"name": f"{NETS}:not_a_model"})
-    with pytest.raises(ModelError, match="does not take option.*hidden"):
-        build_model(f"{NETS}:exploding_net", input_shape=(4,), num_classes=2, hidden=3)
+    with pytest.raises(ModelError, match="does not take option.*width.*hidden .default 8."):
+        build_model(f"{NETS}:exploding_net", input_shape=(4,), num_classes=2, width=3)
 
 
 def test_a_user_model_by_path_builds_with_its_options() -> None:
@@ -266,3 +266,25 @@ def test_workers_get_the_working_directory_on_their_path(
     assert registry.worker_sys_path() == [str(tmp_path), "/opt/lib"]
     monkeypatch.setattr(sys, "path", ["/opt/lib"])
     assert registry.worker_sys_path() == ["/opt/lib", str(tmp_path)]
+
+
+def test_user_components_by_path_train_above_chance_in_process(
+    tmp_path: Path, flower_run_context: Any
+) -> None:
+    # The cohort handler rebuilds model and data from the scenario's import paths, as a
+    # Ray worker does (tests/integration/test_user_components.py runs it on Ray).
+    from fedsim.progress import RunProgress
+    from fedsim.rundir import RunDir
+    from fedsim.simulation import _server_loop, _ServerState
+    from tests.test_grid import InProcessGrid
+
+    sc = Scenario.from_dict(user_scenario(), before_run=True)
+    rundir = RunDir(tmp_path / "run")
+    rundir.create()
+    state = _ServerState(sc, rundir, RunProgress(sc, enabled=False))
+    try:
+        _server_loop(InProcessGrid(nodes=8), sc, state)
+    finally:
+        state.close()
+    assert [m["clients_trained"] for m in state.metrics] == [4, 4]
+    assert state.metrics[-1]["accuracy"] > 0.6  # 4 classes: chance is 0.25
