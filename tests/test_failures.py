@@ -112,7 +112,7 @@ def test_dropped_clients_do_not_count_and_an_injected_crash_is_data(tmp_path: Pa
     watch = FailureWatch(sc, tmp_path)
     # 1 client trained and raised, 3 dropped: every client that trained failed.
     dropped = [outcome(c, dropped=1) for c in (1, 2, 3)]
-    with pytest.raises(ClientErrors, match=r"every client that trained failed with an error \(1 of 1\)"):
+    with pytest.raises(ClientErrors, match=r"every client that trained failed .* \(1 of 1\)"):
         watch.observe(report(1, [outcome(0, raised=True), *dropped]))
     lost = [outcome(c, cohort_failed=1) for c in range(4)]
     FailureWatch(sc, tmp_path).observe(report(2, lost))  # the crash the scenario asked for
