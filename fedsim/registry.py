@@ -115,6 +115,8 @@ class Registry:
         kind: what the entries are ("model", ...), used in messages.
         fold_case: names match whatever their case ("FedAdam" is "fedadam").
         check: validates a loaded object; returns what is wrong with it, or None.
+        inputs: parameters fedsim passes itself (a model's input_shape, a loader's
+            seed); the other keyword parameters are the options a scenario sets.
     """
 
     def __init__(
@@ -123,10 +125,12 @@ class Registry:
         *,
         fold_case: bool = False,
         check: Callable[[Any], str | None] | None = None,
+        inputs: tuple[str, ...] = (),
     ) -> None:
         self.kind = kind
         self.fold_case = fold_case
         self._check = check
+        self.inputs = inputs
         self._entries: dict[str, Entry] = {}
         self._by_target: dict[str, Entry] = {}
         self._paths: dict[str, Entry] = {}
@@ -267,6 +271,14 @@ class Registry:
         if problem:
             raise RegistryError(f"{self.kind} {value!r}: {problem}")
         return obj
+
+    def options(self, value: str) -> tuple[dict[str, Any], bool]:
+        """The options schema of a name or path, from its signature (see `signature_options`).
+
+        Raises:
+            RegistryError: as `load`.
+        """
+        return signature_options(self.load(value), skip=self.inputs)
 
     def info(self, value: str) -> dict[str, Any]:
         """The metadata known for a name or path without importing anything ({} if none)."""
@@ -472,8 +484,8 @@ def signature_options(obj: Any, skip: Iterable[str] = ()) -> tuple[dict[str, Any
 
 # ---------------------------------------------------------------- the registries
 
-MODELS = Registry("model", check=_check_callable)
-DATASETS = Registry("dataset", check=_check_callable)
+MODELS = Registry("model", check=_check_callable, inputs=("input_shape", "num_classes"))
+DATASETS = Registry("dataset", check=_check_callable, inputs=("seed",))
 PARTITIONS = Registry("partition")
 STRATEGIES = Registry("strategy", fold_case=True, check=_check_strategy)
 

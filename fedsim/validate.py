@@ -52,14 +52,17 @@ def check_model(scenario: Scenario) -> list[str]:
     A bad option or a layer Opacus cannot handle is reported now, not inside a Ray
     worker minutes later.
     """
-    from fedsim.models import ModelError, build_model, check_private
+    from fedsim.models import ModelError, build_model, check_options, check_private
 
     name = scenario.model.name
-    io = model_io(scenario)
-    if io is None or not _loads(registry.MODELS, name):
+    if not _loads(registry.MODELS, name):
         return []
-    shape, classes = io
+    io = model_io(scenario)
     try:
+        if io is None:  # the data's shape is known once loaded: check the option names
+            check_options(name, scenario.model.options())
+            return []
+        shape, classes = io
         model = build_model(
             name, input_shape=shape, num_classes=classes, **scenario.model.options()
         )

@@ -72,7 +72,7 @@ def strategy_options(scenario: Scenario) -> tuple[type[Strategy], dict[str, Any]
         cls = registry.STRATEGIES.load(name)
     except registry.RegistryError as exc:
         raise ScenarioError([f"strategy.name = {name!r}: {exc}"]) from None
-    params, open_options = registry.signature_options(cls)
+    params, open_options = registry.STRATEGIES.options(name)
     defaults = registry.STRATEGIES.info(name).get("defaults", {})
     filled = {k: _scenario_value(scenario, path) for k, path in defaults.items()}
     options = {**filled, **scenario.strategy.options}
@@ -123,7 +123,7 @@ def build_strategy(scenario: Scenario) -> Strategy:
         ScenarioError: unknown strategy, or an option it does not take.
     """
     cls, options = strategy_options(scenario)
-    params, open_options = registry.signature_options(cls)
+    params, open_options = registry.STRATEGIES.options(scenario.strategy.name)
     sampling = {k: v for k, v in sampling_kwargs(scenario).items() if k in params or open_options}
     strategy = cls(**sampling, **options)
     if scenario.dp.mode == "user":

@@ -167,6 +167,17 @@ def test_a_builder_returning_no_module_or_raising_is_reported_at_check() -> None
         build_model(f"{NETS}:exploding_net", input_shape=(4,), num_classes=2, width=3)
 
 
+def test_model_options_are_checked_even_when_the_data_shape_is_unknown() -> None:
+    # A user loader's shape is known once it has run; the option names are not.
+    raw = user_scenario(model={"name": f"{NETS}:make_net", "width": 3})
+    with pytest.raises(ScenarioError) as info:
+        Scenario.from_dict(raw)
+    assert info.value.problems == [
+        f"model: model '{NETS}:make_net' does not take option(s) width; it takes hidden "
+        "(default 16)"
+    ]
+
+
 def test_a_user_model_by_path_builds_with_its_options() -> None:
     model = build_model(f"{NETS}:make_net", input_shape=(1, 8, 8), num_classes=10, hidden=5)
     assert [tuple(p.shape) for p in model.parameters()] == [(5, 64), (5,), (10, 5), (10,)]

@@ -9,7 +9,7 @@ as ``load(seed=..., **options)`` and returns a mapping of numpy arrays, which
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
@@ -18,8 +18,6 @@ from fedsim import registry
 from fedsim.data._checks import check_int
 from fedsim.data.base import ArrayDataset, DatasetBundle
 from fedsim.data.errors import DataError
-
-Loader = Callable[..., DatasetBundle]
 
 #: name -> loader: a read-only view of `fedsim.registry.DATASETS`.
 DATASETS: registry.RegistryView = registry.DATASETS.view()
@@ -32,9 +30,9 @@ REQUIRED_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 OPTIONAL_KEYS = ("groups_train", "num_classes")
 
 
-def _check_options(name: str, loader: Loader, options: dict[str, Any]) -> None:
+def _check_options(name: str, options: dict[str, Any]) -> None:
     """Reject option names the loader does not take, listing the ones it does."""
-    params, open_options = registry.signature_options(loader, skip=("seed",))
+    params, open_options = registry.DATASETS.options(name)
     unknown = sorted(set(options) - set(params))
     if unknown and not open_options:
         raise DataError(
@@ -78,11 +76,11 @@ def load_dataset(name: str, *, seed: int, **options: Any) -> DatasetBundle:
             or a user loader's result that is not the documented mapping.
     """
     try:
-        loader = registry.DATASETS.load(name)
+        registry.DATASETS.load(name)
     except registry.RegistryError as exc:
         raise DataError(str(exc)) from None
     seed = check_int("seed", seed, minimum=0)  # before the cache, which needs a hashable seed
-    _check_options(name, loader, options)
+    _check_options(name, options)
     return _load_cached(name, seed, tuple(sorted(options.items())))
 
 

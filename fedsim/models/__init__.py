@@ -38,7 +38,7 @@ from torch import nn
 from fedsim import registry
 from fedsim.models._checks import ModelError
 
-__all__ = ["build_model", "MODELS", "ModelError", "check_private"]
+__all__ = ["build_model", "check_options", "MODELS", "ModelError", "check_private"]
 
 ModelBuilder = Callable[..., nn.Module]
 
@@ -47,9 +47,32 @@ ModelBuilder = Callable[..., nn.Module]
 MODELS: registry.RegistryView = registry.MODELS.view()
 
 
-def _options_of(builder: ModelBuilder) -> tuple[dict[str, Any], bool]:
-    """Options ``builder`` takes with their defaults, and whether it takes any (**kwargs)."""
-    return registry.signature_options(builder, skip=("input_shape", "num_classes"))
+def check_options(name: str, options: dict[str, Any]) -> ModelBuilder:
+    """The builder of model ``name``, once its options are known to be ones it takes.
+
+    Raises:
+        ModelError: unknown ``name`` or one that cannot be imported, or an option the
+            builder does not take (the message lists those it takes, with defaults).
+    """
+    try:
+        builder = registry.MODELS.load(name)
+        allowed, open_options = registry.MODELS.options(name)
+    except registry.RegistryError as exc:
+        raise ModelError(str(exc)) from None
+    unknown = sorted(set(options) - set(allowed))
+    if unknown and not open_options:
+        takes = (
+            ", ".join(
+                f"{k} (default {v!r})" if v is not registry.REQUIRED else f"{k} (required)"
+                for k, v in allowed.items()
+            )
+            if allowed
+            else "no options"
+        )
+        raise ModelError(
+            f"model {name!r} does not take option(s) {', '.join(unknown)}; it takes {takes}"
+        )
+    return builder
 
 
 def build_model(
@@ -69,24 +92,7 @@ def build_model(
             or a builder that returns something other than an ``nn.Module``; the message
             lists what is allowed.
     """
-    try:
-        builder = registry.MODELS.load(name)
-    except registry.RegistryError as exc:
-        raise ModelError(str(exc)) from None
-    allowed, open_options = _options_of(builder)
-    unknown = sorted(set(options) - set(allowed))
-    if unknown and not open_options:
-        takes = (
-            ", ".join(
-                f"{k} (default {v!r})" if v is not registry.REQUIRED else f"{k} (required)"
-                for k, v in allowed.items()
-            )
-            if allowed
-            else "no options"
-        )
-        raise ModelError(
-            f"model {name!r} does not take option(s) {', '.join(unknown)}; it takes {takes}"
-        )
+    builder = check_options(name, options)
     model = builder(input_shape=input_shape, num_classes=num_classes, **options)
     if not isinstance(model, nn.Module):
         raise ModelError(f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module")
