@@ -22,6 +22,7 @@ from fedsim.clients.trainer import ClientFailure, LocalTrainer, build_global_mod
 from fedsim.clients.vectorised import VectorisedTrainer
 from fedsim.config import Scenario
 from fedsim.data import DatasetBundle, load_dataset
+from fedsim.failures import outcome_fields, short_reason
 from fedsim.protocol import ClientOutcome, CohortRequest
 from fedsim.seeding import numpy_rng
 from fedsim.shards import Shards, build_shards
@@ -108,7 +109,14 @@ class WorkerState:
         seed = self.scenario.seed
         res = done.result
         if res is None:
-            out = ClientOutcome(client=client, error=_describe(done.error))  # type: ignore[arg-type]
+            exc = done.error
+            assert exc is not None  # a JobOutcome holds a result or the error that stopped it
+            # An injected fault is data; anything else is the client's code failing,
+            # which the server counts (fedsim.failures) and logs with its traceback.
+            real = not isinstance(exc, ClientFailure)
+            out = ClientOutcome(
+                client=client, error=_describe(exc), extra=outcome_fields(exc) if real else {}
+            )
             out.steps_before_error = done.steps_done
             if self.trainer.dp:
                 out.privacy = self._privacy(len(indices), done.steps_done)
@@ -209,22 +217,49 @@ def load_scenario_data(scenario: Scenario) -> DatasetBundle:
 
 
 def _describe(exc: BaseException) -> str:
+    """One line for the ledger and metrics: the error and the line that raised it."""
     if isinstance(exc, ClientFailure):
         return str(exc)
     last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     where = f" at {os.path.basename(last[0].filename)}:{last[0].lineno}" if last else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    return short_reason(f"{short_reason(exc)}{where}")
+
+
+class SetupFailure:
+    """A worker that could not build the scenario's data, model or trainer.
+
+    Every client sent to it fails with the same one-line reason, marked fatal: the
+    server stops the run before another round (a worker-side import error, say, would
+    otherwise fail every client of every round).
+    """
+
+    def __init__(self, exc: BaseException) -> None:
+        self.reason = f"a worker could not set up the scenario: {_describe(exc)}"
+        self.extra = outcome_fields(exc, fatal=True)
+
+    def run_cohort(self, req: CohortRequest) -> list[ClientOutcome]:
+        return [
+            ClientOutcome(client=c, error=self.reason, extra=dict(self.extra)) for c in req.clients
+        ]
 
 
 _STATE: dict[str, WorkerState] = {}
 
 
-def worker_state(scenario_json: str) -> WorkerState:
-    """The cached state for a scenario, built on first use in this process."""
+def worker_state(scenario_json: str) -> WorkerState | SetupFailure:
+    """The cached state for a scenario, built on first use in this process.
+
+    A failure to build it is returned as a `SetupFailure` (not cached: the next
+    cohort tries again), so the cohort's reply names the reason in one line instead
+    of a Ray traceback.
+    """
     state = _STATE.get(scenario_json)
     if state is None:
         _STATE.clear()  # one scenario per worker at a time: free the previous one
-        state = WorkerState(Scenario.model_validate(json.loads(scenario_json)))
+        try:
+            state = WorkerState(Scenario.model_validate(json.loads(scenario_json)))
+        except Exception as exc:  # noqa: BLE001 - reported to the server, which stops
+            return SetupFailure(exc)
         _STATE[scenario_json] = state
     return state
 

@@ -10,7 +10,16 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Scenario", "ScenarioError", "RunResult", "run", "__version__"]
+__all__ = [
+    "Scenario",
+    "ScenarioError",
+    "RunResult",
+    "run",
+    "register_dataset",
+    "register_model",
+    "register_strategy",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,8 +27,36 @@ def __getattr__(name: str) -> Any:
         from fedsim import config
 
         return getattr(config, name)
-    if name in ("run", "RunResult"):
+    if name in ("register_model", "register_dataset", "register_strategy"):
+        from fedsim import registry
+
+        return getattr(registry, name)
+    if name == "run":
+        return _run_outside_imports()
+    if name == "RunResult":
         from fedsim import simulation
 
-        return getattr(simulation, name)
+        return simulation.RunResult
     raise AttributeError(f"module 'fedsim' has no attribute {name!r}")
+
+
+def _run_outside_imports() -> Any:
+    """`fedsim.run`, or, while fedsim imports a user's module for its components (a Ray
+    worker rebuilding them), a `run` that refuses: starting a run there would start a
+    simulation inside every worker."""
+    from fedsim import registry
+
+    module = registry.importing_user_module()
+    if module is None:
+        from fedsim import simulation
+
+        return simulation.run
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(
+            f"module {module!r} starts a run when it is imported; fedsim imports it (in "
+            "every Ray worker) for the components it registers: put the run under "
+            "`if __name__ == '__main__':`"
+        )
+
+    return refuse

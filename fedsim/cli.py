@@ -125,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         code = EXIT_BAD_INPUT if _is_bad_input(exc) else EXIT_FAILED
         label = "error" if code == EXIT_BAD_INPUT else "run failed"
-        console.print(f"{label}: {exc}", highlight=False, markup=False, style="red")
+        # soft_wrap: a one-line reason stays one line (rich would wrap it at 80 columns).
+        console.print(f"{label}: {exc}", highlight=False, markup=False, style="red", soft_wrap=True)
         if code == EXIT_FAILED:
             console.print("(run again with --debug for the traceback)")
         return code

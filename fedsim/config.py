@@ -7,16 +7,16 @@ each bad field, its value and what is allowed, so a user fixes a file in one pas
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import re
 import tomllib
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -24,6 +24,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from fedsim import registry
+from fedsim.registry import Registry, did_you_mean
 
 
 class ScenarioError(ValueError):
@@ -72,32 +75,23 @@ class SyntheticOptions(_Section):
     min_samples: int = Field(50, ge=2)
 
 
-DatasetName = Literal[
-    "digits",
-    "shakespeare",
-    "synthetic",
-    "mnist1d",
-    "mnist",
-    "fashion_mnist",
-    "cifar10",
-    "femnist",
-    "hub",
-]
-PartitionMethod = Literal[
-    "iid",
-    "dirichlet",
-    "natural",
-    "pathological",
-    "shard",
-    "linear",
-    "square",
-    "exponential",
-    "size",
-]
+def _registered(registry: Registry) -> Any:
+    """A str field holding a registered name or an import path of `registry`'s kind.
+
+    Validation normalises it to what the resolved scenario records (see
+    `Registry.canonical`), so workers and resume rebuild the same component.
+    """
+    return Annotated[str, AfterValidator(registry.canonical)]
+
+
+DatasetName = _registered(registry.DATASETS)
+PartitionMethod = _registered(registry.PARTITIONS)
+ModelName = _registered(registry.MODELS)
+StrategyName = _registered(registry.STRATEGIES)
 # Methods fedsim implements itself (vectorised numpy); the rest go through flwr-datasets.
-OWN_PARTITIONS = ("iid", "dirichlet", "natural")
-# Data sets read from files in data.root (they cannot be downloaded at run time).
-FILE_DATASETS = ("mnist", "fashion_mnist", "cifar10", "femnist")
+OWN_PARTITIONS = tuple(
+    e.name for e in registry.PARTITIONS.entries() if "fedsim" in e.info["backends"]
+)
 
 
 class HubOptions(_Section):
@@ -113,7 +107,12 @@ class HubOptions(_Section):
 
 
 class DataConfig(_Section):
+    """The data set (a registered name or "pkg.module:load") and its split over clients."""
+
     name: DatasetName = "digits"
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="keyword options of a user data loader"
+    )
     root: str | None = Field(None, description="directory of the files (mnist, cifar10, ...)")
     partition: PartitionMethod = "iid"
     partition_backend: Literal["fedsim", "flwr"] = Field(
@@ -132,6 +131,8 @@ class DataConfig(_Section):
 
     def loader_options(self, population: int) -> dict[str, Any]:
         """Keyword options for `fedsim.data.load_dataset` (without the seed)."""
+        if not registry.DATASETS.is_builtin(self.name):
+            return dict(self.options)  # a user loader: load(seed=..., **data.options)
         if self.name == "shakespeare":
             return {"test_fraction": self.test_fraction, **self.shakespeare.model_dump()}
         if self.name == "synthetic":
@@ -142,7 +143,7 @@ class DataConfig(_Section):
             }
         if self.name == "mnist1d":
             return {"test_fraction": self.test_fraction, "num_samples": self.mnist1d_samples}
-        if self.name in FILE_DATASETS:
+        if registry.DATASETS.info(self.name).get("files"):
             return {"root": self.root}
         if self.name == "hub":
             return {
@@ -154,11 +155,11 @@ class DataConfig(_Section):
 
 
 class ModelConfig(BaseModel):
-    """`name` picks a model from fedsim.models; the other keys are its options."""
+    """`name` picks a registered model or "pkg.module:build"; the other keys are its options."""
 
     # Extra keys are the model's own options; build_model rejects unknown ones.
-    model_config = ConfigDict(extra="allow")
-    name: str = "cnn"
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    name: ModelName = "cnn"
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -178,24 +179,6 @@ class TrainConfig(_Section):
     max_steps: int | None = Field(
         None, ge=1, description="cap on local steps per round (large shards)"
     )
-
-
-StrategyName = Literal[
-    "fedavg",
-    "fedavgm",
-    "fedprox",
-    "fedadagrad",
-    "fedadam",
-    "fedyogi",
-    "qfedavg",
-    "fedmedian",
-    "fedtrimmedavg",
-    "krum",
-    "multikrum",
-    "bulyan",
-    "scaffold",
-    "fednova",
-]
 
 
 class StrategyConfig(_Section):
@@ -293,6 +276,11 @@ class EvaluationConfig(_Section):
 class FaultsConfig(_Section):
     """Client behaviour: dropouts, failures and stragglers, seeded per (round, client).
 
+    These injected faults are data: a run goes on through them. A client whose code
+    raises (a real error, not `fail_probability`) is different: a round in which every
+    client that trained raised, or a run in which more than `max_failed_fraction` of
+    the client trainings so far raised, stops with the first error (fedsim.failures).
+
     Stragglers: each client has a fixed speed factor s ~ LogNormal(0, speed_sigma)
     (seeded per client); a participation lasts steps * s simulated seconds. With a
     `round_deadline`, a client finishing later is dropped from aggregation (it did
@@ -309,6 +297,12 @@ class FaultsConfig(_Section):
     )
     crash_worker_at: list[int] | None = Field(
         None, description="[round, client]: the worker process dies on that client (tests)"
+    )
+    max_failed_fraction: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="stop the run once more client trainings than this raised real errors",
     )
 
 
@@ -495,21 +489,30 @@ class Scenario(_Section):
 
     def _check_data_fields(self) -> list[str]:
         problems: list[str] = []
-        natural = ("shakespeare", "synthetic", "femnist", "hub")
-        if self.data.partition == "natural" and self.data.name not in natural:
+        data = self.data
+        info = registry.DATASETS.info(data.name)
+        builtin = registry.DATASETS.is_builtin(data.name)
+        natural = [e.name for e in registry.DATASETS.entries() if e.info.get("natural")]
+        # A user loader's natural ids are known once it has run (groups_train).
+        if data.partition == "natural" and builtin and not info.get("natural"):
             problems.append(
-                f"data.partition = 'natural': {self.data.name} has no natural clients; "
+                f"data.partition = 'natural': {data.name} has no natural clients; "
                 f"natural ids exist for {', '.join(natural)}"
             )
-        if self.data.name in FILE_DATASETS and not self.data.root:
+        if info.get("files") and not data.root:
             problems.append(
-                f"data.root: required for data.name = {self.data.name!r} (the directory "
+                f"data.root: required for data.name = {data.name!r} (the directory "
                 "holding its files; data sets are never downloaded at run time)"
             )
+        if data.options and builtin:
+            problems.append(
+                f"data.options: keyword options of a user data loader; {data.name!r} is "
+                "built in and takes its settings from the [data] fields"
+            )
         if (
-            self.data.partition_options
-            and self.data.partition in OWN_PARTITIONS
-            and (self.data.partition_backend == "fedsim")
+            data.partition_options
+            and data.partition in OWN_PARTITIONS
+            and (data.partition_backend == "fedsim")
         ):
             problems.append(
                 "data.partition_options: only used by flwr-datasets partitioners; set "
@@ -518,14 +521,21 @@ class Scenario(_Section):
         return problems
 
     def _check_model_fits_data(self) -> list[str]:
-        if self.data.name == "shakespeare" and self.model.name != "char_lstm":
+        # What the built-ins take and give ("features" or "tokens"); a user component's
+        # inputs are checked by building it (fedsim.validate.check_model).
+        takes = registry.MODELS.info(self.model.name).get("input")
+        gives = registry.DATASETS.info(self.data.name).get("input")
+        if takes is None or gives is None or takes == gives:
+            return []
+        if gives == "tokens":
+            allowed = [e.name for e in registry.MODELS.entries() if e.info["input"] == "tokens"]
             return [
-                f"model.name = {self.model.name!r}: shakespeare needs a sequence model; "
-                "allowed: 'char_lstm'"
+                f"model.name = {self.model.name!r}: {self.data.name} needs a sequence model; "
+                f"allowed: {', '.join(repr(n) for n in allowed)}"
             ]
-        if self.data.name != "shakespeare" and self.model.name == "char_lstm":
-            return [f"model.name = 'char_lstm': needs text data; data.name = {self.data.name!r}"]
-        return []
+        return [
+            f"model.name = {self.model.name!r}: needs text data; data.name = {self.data.name!r}"
+        ]
 
     def _check_adaptive_clipping(self) -> list[str]:
         problems: list[str] = []
@@ -598,14 +608,6 @@ _FIELD_CHECKS: tuple[tuple[frozenset[str], Callable[[Scenario], list[str]]], ...
     (frozenset({"train"}), Scenario._check_epochs),
     (frozenset({"audit", "dp"}), Scenario._check_audit),
 )
-
-
-def did_you_mean(value: Any, choices: Iterable[str]) -> str:
-    """'; did you mean 'x'?' for the allowed name closest to a mistyped one, else ''."""
-    if not isinstance(value, str):
-        return ""
-    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _validate_schema(

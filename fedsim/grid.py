@@ -22,6 +22,7 @@ from flwr.app import Error, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
+from fedsim.failures import short_reason
 from fedsim.protocol import ClientOutcome, pack_request, unpack_reply
 
 # Error code Flower uses for an exception raised inside a ClientApp.
@@ -329,9 +330,13 @@ class VirtualClientGrid(Grid):
                     "no reply before the round timeout" if reply is None else reply.error.reason
                 )
                 cohort_errors.append(reason)
+                # The ledger and metrics keep one line; errors.log the full reason.
+                short = f"cohort failed: {short_reason(reason)}"
                 for msg in cohort:
                     cid = int(msg.metadata.dst_node_id)
-                    outcomes.append(ClientOutcome(client=cid, error=f"cohort failed: {reason}"))
+                    outcomes.append(
+                        ClientOutcome(client=cid, error=short, extra={"cohort_failed": 1})
+                    )
                     out.append(Message(Error(code=CLIENT_ERROR_CODE, reason=reason), reply_to=msg))
                 continue
             client_outcomes, info = unpack_reply(reply.content)

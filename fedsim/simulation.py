@@ -40,9 +40,11 @@ from fedsim.clients.evaluate import evaluate
 from fedsim.clients.trainer import build_global_model, choose_grad_sample_mode
 from fedsim.clients.worker import load_scenario_data
 from fedsim.config import Scenario, ScenarioError
+from fedsim.failures import FailureWatch
 from fedsim.grid import RoundReport, RunStopped, VirtualClientGrid, cohort_size
 from fedsim.privacy import PrivacyEvent, PrivacyLedger, epsilon
 from fedsim.progress import RunProgress
+from fedsim.registry import worker_sys_path
 from fedsim.rundir import (
     JsonLines,
     RunDir,
@@ -490,12 +492,12 @@ def _init_ray(scenario: Scenario, local: _LocalRay) -> None:
     Flower's Ray backend skips its own ray.init() when Ray is already up; the
     workers get the driver's sys.path as Flower gives it to them.
     """
-    import sys
-
     import ray
 
     init_args = dict(backend_config(scenario)["init_args"])
-    pythonpath = os.pathsep.join(sys.path)
+    # '' (the working directory) made absolute, and the working directory added: user
+    # components given by import path are found in the workers as in the driver.
+    pythonpath = os.pathsep.join(worker_sys_path())
     if os.environ.get("PYTHONPATH"):
         pythonpath = f"{pythonpath}{os.pathsep}{os.environ['PYTHONPATH']}"
     os.environ["PYTHONPATH"] = pythonpath
@@ -685,6 +687,7 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
     test_idx = _test_indices(sc, len(bundle.test))
     vgrid.available = _budget_filter(sc, state, sizes)
     vgrid.stop_event = _STOP
+    failures = FailureWatch(sc, state.rundir.path)
     state.progress.start(sc.rounds, done=first - 1, previous=state.metrics[: first - 1])
     for rnd in range(first, sc.rounds + 1):
         t0 = time.perf_counter()
@@ -705,6 +708,7 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
         replies = vgrid.send_and_receive(messages, timeout=sc.backend.round_timeout)
         report = vgrid.reports.pop()
         _record_privacy(state, report, sizes)
+        failures.observe(report)  # real client errors stop the run (fedsim.failures)
         new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
         if new_arrays is not None:
             arrays = new_arrays

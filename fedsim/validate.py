@@ -11,34 +11,39 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from fedsim.config import OWN_PARTITIONS, Scenario, ScenarioError, did_you_mean
-
-# Input shape and class count of the data sets whose shape is fixed by their format.
-_IO = {
-    "digits": ((1, 8, 8), 10),
-    "mnist": ((1, 28, 28), 10),
-    "fashion_mnist": ((1, 28, 28), 10),
-    "cifar10": ((3, 32, 32), 10),
-    "femnist": ((1, 28, 28), 62),
-    "mnist1d": ((1, 40), 10),
-}
+from fedsim import registry
+from fedsim.config import OWN_PARTITIONS, Scenario, ScenarioError
+from fedsim.registry import RegistryError
 
 
 def model_io(scenario: Scenario) -> tuple[tuple[int, ...], int] | None:
     """Input shape and class count of the scenario's data, without loading it.
 
-    None for a hub data set, whose shape is known only once it is loaded.
+    None where only loading tells: a hub data set, or a user loader registered
+    without input_shape and num_classes.
     """
-    if scenario.data.name in _IO:
-        return _IO[scenario.data.name]
-    if scenario.data.name == "hub":
-        return None
-    if scenario.data.name == "shakespeare":
+    name = scenario.data.name
+    info = registry.DATASETS.info(name)
+    if info.get("input_shape") is not None and info.get("num_classes") is not None:
+        return tuple(info["input_shape"]), int(info["num_classes"])
+    if name == "shakespeare":
         from fedsim.data.shakespeare import VOCAB
 
         return (scenario.data.shakespeare.seq_len,), len(VOCAB)
-    syn = scenario.data.synthetic
-    return (syn.dim,), syn.num_classes
+    if name == "synthetic":
+        syn = scenario.data.synthetic
+        return (syn.dim,), syn.num_classes
+    return None
+
+
+def _loads(reg: registry.Registry, name: str) -> bool:
+    """Whether the component behind `name` imports; a user one that does not is left
+    to `check_imports` (a run-start check: a finished run stays readable without it)."""
+    try:
+        reg.load(name)
+    except RegistryError:
+        return False
+    return True
 
 
 def check_model(scenario: Scenario) -> list[str]:
@@ -47,19 +52,17 @@ def check_model(scenario: Scenario) -> list[str]:
     A bad option or a layer Opacus cannot handle is reported now, not inside a Ray
     worker minutes later.
     """
-    from fedsim.models import MODELS, ModelError, build_model, check_private
+    from fedsim.models import ModelError, build_model, check_options, check_private
 
     name = scenario.model.name
-    if name not in MODELS:
-        return [
-            f"model.name = {name!r}: unknown model; allowed: {', '.join(sorted(MODELS))}"
-            f"{did_you_mean(name, MODELS)}"
-        ]
-    io = model_io(scenario)
-    if io is None:
+    if not _loads(registry.MODELS, name):
         return []
-    shape, classes = io
+    io = model_io(scenario)
     try:
+        if io is None:  # the data's shape is known once loaded: check the option names
+            check_options(name, scenario.model.options())
+            return []
+        shape, classes = io
         model = build_model(
             name, input_shape=shape, num_classes=classes, **scenario.model.options()
         )
@@ -67,6 +70,10 @@ def check_model(scenario: Scenario) -> list[str]:
             check_private(model)
     except ModelError as exc:
         return [f"model: {exc}"]
+    except Exception as exc:  # noqa: BLE001 - a user builder's own error, reported here
+        from fedsim.failures import short_reason
+
+        return [f"model.name = {name!r}: building it raised {short_reason(exc)}"]
     return []
 
 
@@ -74,35 +81,37 @@ def check_strategy(scenario: Scenario) -> list[str]:
     """The strategy's options against its constructor, and its fit with training and DP."""
     from fedsim.strategies.factory import strategy_options
 
+    if not _loads(registry.STRATEGIES, scenario.strategy.name):
+        return []
     try:
         strategy_options(scenario)
     except ScenarioError as exc:
         return exc.problems
     name = scenario.strategy.name
-    if name in ("scaffold", "fednova") and scenario.train.optimizer != "sgd":
+    info = registry.STRATEGIES.info(name)
+    if info.get("local_sgd") and scenario.train.optimizer != "sgd":
         return [
             f"strategy.name = {name!r}: its update rule assumes local SGD; "
             "set train.optimizer = 'sgd'"
         ]
-    if scenario.dp.mode == "user" and name not in ("fedavg", "fedprox"):
+    if scenario.dp.mode == "user" and not info.get("user_dp"):
+        allowed = [e.name for e in registry.STRATEGIES.entries() if e.info.get("user_dp")]
         return [
             f"strategy.name = {name!r}: user-level DP-FedAvg replaces the "
-            "aggregation; allowed with dp.mode = 'user': 'fedavg', 'fedprox'"
+            f"aggregation; allowed with dp.mode = 'user': {', '.join(map(repr, allowed))}"
         ]
     return []
 
 
 # The sklearn digits set: 1,797 images (see fedsim.data.digits).
-DIGITS_IMAGES = 1797
-# Training images of the data sets whose split is fixed by their format.
-_FIXED_TRAIN = {"cifar10": 50_000}
+DIGITS_IMAGES: int = registry.DATASETS.info("digits")["examples"]
 
 
 def train_size(scenario: Scenario) -> int | None:
     """Training examples the scenario's data set will have, without loading it.
 
-    None where only loading tells (files of unknown length, natural groups, hub).
-    tests/test_config_limits.py checks each number against the real loader.
+    None where only loading tells (files of unknown length, natural groups, hub,
+    user loaders). tests/test_config_limits.py checks each number against the real loader.
     """
     data = scenario.data
     if data.name == "digits":
@@ -111,7 +120,7 @@ def train_size(scenario: Scenario) -> int | None:
     if data.name == "mnist1d":
         total = data.mnist1d_samples // 10 * 10  # the generator makes n // 10 per class
         return int(total * (1.0 - data.test_fraction))
-    return _FIXED_TRAIN.get(data.name)
+    return registry.DATASETS.info(data.name).get("train_examples")
 
 
 def client_capacity(scenario: Scenario, n: int) -> tuple[int, str]:
@@ -174,13 +183,6 @@ PROCESS_BASE_BYTES = 400 * 2**20
 # Images are read as uint8 and converted to float32: the uint8 copy (a quarter of the
 # float32 bytes) is alive at the peak of loading.
 _IMAGE_LOAD_PEAK = 1.25
-# Examples (train + test) of the data sets whose size is fixed by their format.
-_FIXED_TOTAL = {
-    "digits": DIGITS_IMAGES,
-    "mnist": 70_000,
-    "fashion_mnist": 70_000,
-    "cifar10": 60_000,
-}
 # fedsim.data.synthetic: device sizes int(lognormal(4, 2)) + min_samples, capped.
 _SYNTHETIC_CAP = 1000
 
@@ -211,14 +213,15 @@ def data_bytes(scenario: Scenario) -> tuple[int, str | None] | None:
         per_sample = syn.dim * 4 * 3 + 8 * 5
         return int(clients * per_device + samples * per_sample), "population"
     io = model_io(scenario)
-    if io is None or data.name in ("shakespeare", "femnist", "hub"):
+    total = registry.DATASETS.info(data.name).get("examples")
+    if io is None or (total is None and data.name != "mnist1d"):
         return None
     features = math.prod(io[0]) * 4 + 8  # float32 features and an int64 label
     if data.name == "mnist1d":
         # The generator works in float64 and keeps its own copy: about three times ours.
         return int(data.mnist1d_samples * features * 3), "data.mnist1d_samples"
     peak = _IMAGE_LOAD_PEAK if data.name != "digits" else 1.0
-    return int(_FIXED_TOTAL[data.name] * features * peak), None
+    return int(total * features * peak), None
 
 
 def check_memory(scenario: Scenario, available: int | None = None) -> list[str]:
@@ -310,11 +313,34 @@ def check_noise(scenario: Scenario) -> list[str]:
     ]
 
 
+def check_imports(scenario: Scenario) -> list[str]:
+    """Every user component (an import path) imports here and is of the right kind.
+
+    The Ray workers import them by the same path from the same sys.path and working
+    directory, so a module missing here is reported now rather than as a round of
+    failed clients.
+    """
+    problems = []
+    for field, reg, name in (
+        ("model.name", registry.MODELS, scenario.model.name),
+        ("data.name", registry.DATASETS, scenario.data.name),
+        ("strategy.name", registry.STRATEGIES, scenario.strategy.name),
+    ):
+        if reg.is_builtin(name):
+            continue
+        try:
+            reg.load(name)
+        except RegistryError as exc:
+            problems.append(f"{field} = {name!r}: {exc}")
+    return problems
+
+
 # Checks for starting a new run on this machine (files, memory, what fedsim will not
 # start): `fedsim check` and `fedsim run` run them; auditing or reporting a finished run
 # does not.
 RUN_CHECKS: tuple[tuple[frozenset[str], Callable[[Scenario], list[str]]], ...] = (
     (frozenset({"dp"}), check_noise),
+    (frozenset({"model", "data", "strategy"}), check_imports),
     (frozenset({"data"}), check_data_files),
     (frozenset({"data", "population", "backend"}), check_memory),
 )

@@ -1,60 +1,26 @@
-"""Flower strategies by name, configured from a scenario.
+"""Flower strategies by name or import path, configured from a scenario.
 
-The strategies are Flower's own (`flwr.serverapp.strategy`), unchanged: fedsim
-only sets their sampling so that the strategy samples exactly the scenario's
-cohort from the virtual clients the grid exposes.
+The strategies are Flower's own (`flwr.serverapp.strategy`), unchanged, fedsim's
+(SCAFFOLD, FedNova) and the user's (any subclass of Flower's ``Strategy``, by
+``@fedsim.register_strategy`` or ``"package.module:Class"``): all entries of
+`fedsim.registry.STRATEGIES`. fedsim only sets their sampling so that the strategy
+samples exactly the scenario's cohort from the virtual clients the grid exposes.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
-from flwr.serverapp.strategy import (
-    Bulyan,
-    FedAdagrad,
-    FedAdam,
-    FedAvg,
-    FedAvgM,
-    FedMedian,
-    FedProx,
-    FedTrimmedAvg,
-    FedYogi,
-    Krum,
-    MultiKrum,
-    QFedAvg,
-    Strategy,
-)
+from flwr.serverapp.strategy import FedAvg, Strategy
 
+from fedsim import registry
 from fedsim.config import Scenario, ScenarioError
 from fedsim.strategies.dp_fedavg import AdaptiveClipping, DPFedAvg
-from fedsim.strategies.fednova import FedNova
-from fedsim.strategies.scaffold import Scaffold
 
-#: Flower's update-aggregation strategies, by the name a scenario uses.
-STRATEGIES: dict[str, type[Strategy]] = {
-    "fedavg": FedAvg,
-    "fedavgm": FedAvgM,
-    "fedprox": FedProx,
-    "fedadagrad": FedAdagrad,
-    "fedadam": FedAdam,
-    "fedyogi": FedYogi,
-    "qfedavg": QFedAvg,
-    "fedmedian": FedMedian,
-    "fedtrimmedavg": FedTrimmedAvg,
-    "krum": Krum,
-    "multikrum": MultiKrum,
-    "bulyan": Bulyan,
-    "scaffold": Scaffold,
-    "fednova": FedNova,
-}
+#: name -> strategy class: a read-only view of `fedsim.registry.STRATEGIES` (names match
+#: in any case: "FedAdam" is "fedadam").
+STRATEGIES: registry.RegistryView = registry.STRATEGIES.view()
 
-# Options fedsim fills from the scenario when the user does not set them.
-_DEFAULTS = {
-    "qfedavg": lambda sc: {"client_learning_rate": sc.train.lr},
-    "scaffold": lambda sc: {"local_lr": sc.train.lr, "population": sc.population},
-    "fednova": lambda sc: {"momentum": sc.train.momentum},
-}
 # Options that would break fedsim's wiring (reply keys, callables).
 _FIXED = {"weighted_by_key", "arrayrecord_key", "configrecord_key", "train_loss_key"}
 
@@ -66,6 +32,14 @@ _MANAGED = {
     "min_evaluate_nodes",
     "min_available_nodes",
 }
+_HIDDEN = _MANAGED | _FIXED | {"train_metrics_aggr_fn", "evaluate_metrics_aggr_fn"}
+
+
+def _scenario_value(scenario: Scenario, path: str) -> Any:
+    node: Any = scenario
+    for part in path.split("."):
+        node = getattr(node, part)
+    return node
 
 
 def sampling_kwargs(scenario: Scenario) -> dict[str, Any]:
@@ -89,54 +63,69 @@ def strategy_options(scenario: Scenario) -> tuple[type[Strategy], dict[str, Any]
     """The strategy class and its validated options.
 
     Raises:
-        ScenarioError: unknown strategy, an option it does not take, or a value of the
-            wrong type (checked against the constructor's defaults).
+        ScenarioError: unknown strategy, one that cannot be imported, an option it
+            does not take, or a value of the wrong type (checked against the
+            constructor's defaults).
     """
     name = scenario.strategy.name
-    cls = STRATEGIES.get(name)
-    if cls is None:
-        raise ScenarioError([f"strategy.name = {name!r}: allowed {sorted(STRATEGIES)}"])
-    params = {k: v for k, v in inspect.signature(cls.__init__).parameters.items() if k != "self"}
-    hidden = _MANAGED | _FIXED | {"train_metrics_aggr_fn", "evaluate_metrics_aggr_fn"}
-    allowed = sorted(set(params) - hidden)
-    options = {**_DEFAULTS.get(name, lambda sc: {})(scenario), **scenario.strategy.options}
-    problems = []
-    for key, value in scenario.strategy.options.items():
-        if key not in params or key in hidden:
-            problems.append(
-                f"strategy.options.{key}: not an option of {cls.__name__}; allowed {allowed}"
-            )
-            continue
-        default = params[key].default
-        if isinstance(default, bool) != isinstance(value, bool) or (
-            isinstance(default, int | float)
-            and not isinstance(default, bool)
-            and not isinstance(value, int | float)
-        ):
-            problems.append(
-                f"strategy.options.{key} = {value!r}: expected a number like {default!r}"
-            )
-        elif isinstance(default, int | float) and not isinstance(default, bool) and value < 0:
-            problems.append(f"strategy.options.{key} = {value!r}: must be >= 0")
+    try:
+        cls = registry.STRATEGIES.load(name)
+    except registry.RegistryError as exc:
+        raise ScenarioError([f"strategy.name = {name!r}: {exc}"]) from None
+    params, open_options = registry.STRATEGIES.options(name)
+    defaults = registry.STRATEGIES.info(name).get("defaults", {})
+    filled = {k: _scenario_value(scenario, path) for k, path in defaults.items()}
+    options = {**filled, **scenario.strategy.options}
+    problems = [
+        _option_problem(cls, key, value, params, open_options)
+        for key, value in scenario.strategy.options.items()
+    ]
     missing = [
         k
-        for k, p in params.items()
-        if p.default is inspect.Parameter.empty and k not in options and k not in hidden
+        for k, default in params.items()
+        if default is registry.REQUIRED and k not in options and k not in _HIDDEN
     ]
     problems += [f"strategy.options.{k}: required by {cls.__name__}" for k in missing]
+    problems = [p for p in problems if p]
     if problems:
         raise ScenarioError(problems)
     return cls, options
 
 
+def _option_problem(
+    cls: type, key: str, value: Any, params: dict[str, Any], open_options: bool
+) -> str | None:
+    """What is wrong with one strategy option, or None."""
+    if key in _HIDDEN or (key not in params and not open_options):
+        allowed = sorted(set(params) - _HIDDEN)
+        return f"strategy.options.{key}: not an option of {cls.__name__}; allowed {allowed}"
+    default = params.get(key, registry.REQUIRED)
+    if default is registry.REQUIRED or default is None:
+        return None  # nothing to compare the type with
+    if isinstance(default, bool) != isinstance(value, bool) or (
+        isinstance(default, int | float)
+        and not isinstance(default, bool)
+        and not isinstance(value, int | float)
+    ):
+        return f"strategy.options.{key} = {value!r}: expected a number like {default!r}"
+    if isinstance(default, int | float) and not isinstance(default, bool) and value < 0:
+        return f"strategy.options.{key} = {value!r}: must be >= 0"
+    return None
+
+
 def build_strategy(scenario: Scenario) -> Strategy:
     """The scenario's Flower strategy, its options validated against its signature.
+
+    Flower's sampling arguments are passed where the constructor takes them (a
+    user's Strategy that samples its own way need not).
 
     Raises:
         ScenarioError: unknown strategy, or an option it does not take.
     """
     cls, options = strategy_options(scenario)
-    strategy = cls(**sampling_kwargs(scenario), **options)
+    params, open_options = registry.STRATEGIES.options(scenario.strategy.name)
+    sampling = {k: v for k, v in sampling_kwargs(scenario).items() if k in params or open_options}
+    strategy = cls(**sampling, **options)
     if scenario.dp.mode == "user":
         return wrap_user_dp(scenario, strategy)
     return strategy

@@ -1,4 +1,4 @@
-"""Model zoo: a name registry of small PyTorch models that Opacus can train privately.
+"""Model zoo: small PyTorch models that Opacus can train privately, by registry name.
 
 Usage::
 
@@ -7,8 +7,10 @@ Usage::
     check_private(model)  # raises ModelError if Opacus cannot compute per-sample gradients
 
 Each builder lives in its own file and has the signature
-``build(input_shape, num_classes, *, option=default, ...)``; its keyword-only parameters are the
+``build(input_shape, num_classes, *, option=default, ...)``; its keyword parameters are the
 options ``build_model`` accepts for that name, so the registry needs no per-model branching.
+The names are entries of `fedsim.registry.MODELS`, beside the user's own models
+(``@fedsim.register_model`` or an import path ``"package.module:build"``).
 
 =============  =====================  ======================================================
 name           input                  options (defaults)
@@ -27,67 +29,75 @@ tests/models checks each against per-example gradients computed one sample at a 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 from opacus.validators import ModuleValidator
 from torch import nn
 
-from fedsim.models import char_lstm, cnn, cnn1d, femnist_cnn, logreg, mlp
+from fedsim import registry
 from fedsim.models._checks import ModelError
 
-__all__ = ["build_model", "MODELS", "ModelError", "check_private"]
+__all__ = ["build_model", "check_options", "MODELS", "ModelError", "check_private"]
 
 ModelBuilder = Callable[..., nn.Module]
 
-#: name -> builder ``build(input_shape, num_classes, **options) -> nn.Module``.
-MODELS: dict[str, ModelBuilder] = {
-    cnn.NAME: cnn.build,
-    cnn1d.NAME: cnn1d.build,
-    femnist_cnn.NAME: femnist_cnn.build,
-    char_lstm.NAME: char_lstm.build,
-    logreg.NAME: logreg.build,
-    mlp.NAME: mlp.build,
-}
+#: name -> builder ``build(input_shape, num_classes, **options) -> nn.Module``: a read-only
+#: view of `fedsim.registry.MODELS` (built-ins and `@fedsim.register_model` entries).
+MODELS: registry.RegistryView = registry.MODELS.view()
 
 
-def _options_of(builder: ModelBuilder) -> dict[str, Any]:
-    """Keyword-only parameters of ``builder`` with their defaults: the options it accepts."""
-    return {
-        p.name: p.default
-        for p in inspect.signature(builder).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
-
-
-def build_model(
-    name: str, *, input_shape: tuple[int, ...], num_classes: int, **options: Any
-) -> nn.Module:
-    """Build the registered model ``name`` for inputs of ``input_shape`` (no batch dimension).
-
-    Construction only draws from torch's global RNG, so it is deterministic after
-    ``torch.manual_seed``. The model is returned in training mode, as Opacus requires.
+def check_options(name: str, options: dict[str, Any]) -> ModelBuilder:
+    """The builder of model ``name``, once its options are known to be ones it takes.
 
     Raises:
-        ModelError: unknown ``name``, an option the model does not take, or a bad value for
-            ``input_shape``, ``num_classes`` or an option; the message lists what is allowed.
+        ModelError: unknown ``name`` or one that cannot be imported, or an option the
+            builder does not take (the message lists those it takes, with defaults).
     """
-    if not isinstance(name, str) or name not in MODELS:
-        raise ModelError(f"unknown model {name!r}; allowed: {', '.join(sorted(MODELS))}")
-    builder = MODELS[name]
-    allowed = _options_of(builder)
+    try:
+        builder = registry.MODELS.load(name)
+        allowed, open_options = registry.MODELS.options(name)
+    except registry.RegistryError as exc:
+        raise ModelError(str(exc)) from None
     unknown = sorted(set(options) - set(allowed))
-    if unknown:
+    if unknown and not open_options:
         takes = (
-            ", ".join(f"{k} (default {v!r})" for k, v in allowed.items())
+            ", ".join(
+                f"{k} (default {v!r})" if v is not registry.REQUIRED else f"{k} (required)"
+                for k, v in allowed.items()
+            )
             if allowed
             else "no options"
         )
         raise ModelError(
             f"model {name!r} does not take option(s) {', '.join(unknown)}; it takes {takes}"
         )
-    return builder(input_shape, num_classes, **options)
+    return builder
+
+
+def build_model(
+    name: str, *, input_shape: tuple[int, ...], num_classes: int, **options: Any
+) -> nn.Module:
+    """Build the model ``name`` for inputs of ``input_shape`` (no batch dimension).
+
+    ``name`` is a registered model (built-in or `@fedsim.register_model`) or an import
+    path ``"package.module:build"``, called as ``build(input_shape=..., num_classes=...,
+    **options)``. Construction only draws from torch's global RNG, so it is
+    deterministic after ``torch.manual_seed``. The model is returned in training mode,
+    as Opacus requires.
+
+    Raises:
+        ModelError: unknown ``name`` or one that cannot be imported, an option the model
+            does not take, a bad value for ``input_shape``, ``num_classes`` or an option,
+            or a builder that returns something other than an ``nn.Module``; the message
+            lists what is allowed.
+    """
+    builder = check_options(name, options)
+    model = builder(input_shape=input_shape, num_classes=num_classes, **options)
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model {name!r} returned {type(model).__name__}, not a torch.nn.Module")
+    model.train()  # Opacus needs training mode; a user builder may have left eval on
+    return model
 
 
 def check_private(model: nn.Module) -> None:
