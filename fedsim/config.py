@@ -25,9 +25,13 @@ from pydantic import (
     model_validator,
 )
 
+from fedsim.errors import FedsimError
 
-class ScenarioError(ValueError):
+
+class ScenarioError(FedsimError, ValueError):
     """A scenario that cannot run; `problems` holds one line per bad field."""
+
+    bad_input = True
 
     def __init__(self, problems: list[str], source: str | None = None) -> None:
         self.problems = list(problems)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from flwr.app import Error, Message, RecordDict
 from flwr.serverapp import Grid
 
+from fedsim.errors import FedsimError
 from fedsim.protocol import ClientOutcome, pack_request, unpack_reply
 
 # Error code Flower uses for an exception raised inside a ClientApp.
@@ -51,7 +52,7 @@ def _not_started(reason: str) -> bool:
     return "ActorUnavailableError" in reason
 
 
-class RunStopped(RuntimeError):
+class RunStopped(FedsimError, RuntimeError):
     """A signal stopped the run while a round was in flight."""
 
 

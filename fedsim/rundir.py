@@ -25,6 +25,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from fedsim.errors import FedsimError
+
 if TYPE_CHECKING:  # torch is imported where a model is saved: reading a run needs no torch
     import torch
 
@@ -64,8 +66,10 @@ OWN_FOLDERS: tuple[str, ...] = ("checkpoints", "plots", "tensorboard", "mlruns")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-class RunDirError(ValueError):
+class RunDirError(FedsimError, ValueError):
     """The run directory cannot be used (exists, not writable, ...)."""
+
+    bad_input = True
 
 
 class NotARunError(RunDirError):

@@ -39,6 +39,7 @@ from fedsim.clients.evaluate import evaluate
 from fedsim.clients.trainer import build_global_model, choose_grad_sample_mode
 from fedsim.clients.worker import load_scenario_data
 from fedsim.config import Scenario, ScenarioError
+from fedsim.errors import FedsimError
 from fedsim.grid import RoundReport, RunStopped, VirtualClientGrid, cohort_size
 from fedsim.privacy import PrivacyEvent, PrivacyLedger, epsilon
 from fedsim.progress import RunProgress
@@ -70,8 +71,14 @@ class RunResult:
     already_complete: bool = False
 
 
-class SimulationError(RuntimeError):
+class SimulationError(FedsimError, RuntimeError):
     """The simulation could not start or finish (Ray unreachable, no clients left...)."""
+
+
+class ClusterUnreachableError(SimulationError):
+    """`backend.ray_address` names a Ray cluster that does not answer: nothing started."""
+
+    bad_input = True
 
 
 def run(
@@ -206,7 +213,7 @@ def _execute(scenario: Scenario, state: _ServerState) -> RunResult:
     return RunResult(rundir.path, summary, state.metrics, state.final_state)
 
 
-class RunInterrupted(RuntimeError):
+class RunInterrupted(FedsimError, RuntimeError):
     """The run was stopped by a signal; its directory can be resumed."""
 
 
@@ -454,7 +461,7 @@ def _check_ray_address(scenario: Scenario) -> None:
         ):
             pass
     except (OSError, ValueError) as exc:
-        raise SimulationError(
+        raise ClusterUnreachableError(
             f"cannot reach the Ray cluster at backend.ray_address = {address!r} "
             f"within {scenario.backend.connect_timeout:.0f} s ({exc}); start it with "
             "`ray start --head --port=PORT` or remove ray_address to run locally"

@@ -27,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from fedsim.errors import FedsimError
 from fedsim.report.figures import FIGURES, FORMATS, RunData, legend_labels, render_figures
 
 __all__ = [
@@ -42,7 +43,7 @@ __all__ = [
 _EXIT_OK, _EXIT_BAD_INPUT = 0, 2
 
 
-class ReportError(ValueError):
+class ReportError(FedsimError, ValueError):
     """A run directory, or one of its files, cannot be read; the message names it."""
 
 
