@@ -474,6 +474,7 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
     state.progress.phase(f"building shards ({sc.population} clients)")
     shards = build_shards(sc, bundle)
     sizes = shards.sizes()
+    state.rundir.write_clients(sizes)  # what the audit checks the plans against
     strategy = build_strategy(sc)
     model = build_global_model(sc, bundle.input_shape, bundle.num_classes)
     if sc.dp.mode == "sample":

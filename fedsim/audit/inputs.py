@@ -1,6 +1,8 @@
 """Reading what the audit trusts: a run directory's scenario and privacy ledger.
 
-The audit recomputes every epsilon from ``scenario.toml`` and ``privacy_ledger.jsonl``;
+The audit recomputes every epsilon from ``scenario.toml`` and ``privacy_ledger.jsonl``,
+and checks each participation against the plan for the client's shard size, read from
+``clients.json`` (the run directory only: no data set, no Flower, Ray or torch).
 ``summary.json`` is read only to cross-check what the run claimed (noise RNG, stored
 epsilon summary). Anything unreadable raises :class:`AuditInputError`: nothing is
 skipped.
@@ -23,6 +25,7 @@ from fedsim.config import Scenario, ScenarioError
 from fedsim.privacy import ACCOUNTANTS, LedgerError, PrivacyError, PrivacyEvent, read_ledger
 from fedsim.privacy.ledger import DISCARDED, LINE_KEYS, USER_LEVEL, USER_SAMPLINGS
 from fedsim.privacy.ledger import SAMPLE_LEVEL as SAMPLE_LEVEL  # re-exported for the audit
+from fedsim.rundir import CLIENTS_FILE, RunDirCorruptError, read_clients
 
 SCENARIO_FILE = "scenario.toml"
 LEDGER_FILE = "privacy_ledger.jsonl"
@@ -66,6 +69,8 @@ class RunInputs:
         ledger_present: Whether ``privacy_ledger.jsonl`` exists.
         summary: ``summary.json`` as a dict, or None when the file is absent (a run
             that was killed before its end).
+        shard_sizes: Training shard size of each client from ``clients.json``, or None
+            when the file is absent (a run written before fedsim wrote it).
     """
 
     run_dir: Path
@@ -73,6 +78,7 @@ class RunInputs:
     lines: list[LedgerLine]
     ledger_present: bool
     summary: dict[str, Any] | None
+    shard_sizes: np.ndarray | None = None
 
     def level(self, level: str) -> list[LedgerLine]:
         """The lines of one level (``"sample"`` or ``"user"``), in file order."""
@@ -96,7 +102,9 @@ def load_run(run_dir: Path | str) -> RunInputs:
     if not scenario_path.is_file():
         raise AuditInputError(f"{scenario_path} is missing: is {path} a fedsim run directory?")
     try:
-        scenario = Scenario.from_toml(scenario_path)
+        # Schema checks only: the model and strategy checks import torch and Flower,
+        # and this scenario passed them when the run started.
+        scenario = Scenario.from_toml(scenario_path, checks="schema")
     except ScenarioError as exc:
         raise AuditInputError(f"bad scenario: {exc}") from exc
 
@@ -118,6 +126,7 @@ def load_run(run_dir: Path | str) -> RunInputs:
         lines=lines,
         ledger_present=ledger_present,
         summary=summary,
+        shard_sizes=_read_shard_sizes(path / CLIENTS_FILE, scenario.population),
     )
 
 
@@ -209,24 +218,24 @@ def _read_summary(path: Path) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- shards
 
 
-def scenario_shard_sizes(scenario: Scenario) -> np.ndarray:
-    """Training shard size of every client, recomputed from the scenario's data.
-
-    The server's own plan checks use the same function, so the audit and the run
-    agree on what each client should have done.
+def _read_shard_sizes(path: Path, population: int) -> np.ndarray | None:
+    """Training shard size of every client, as the run wrote them (None: no file).
 
     Raises:
-        AuditInputError: the scenario's data cannot be loaded here.
+        AuditInputError: the file is corrupt, or lists another number of clients than
+            the scenario's population.
     """
-    from fedsim.clients.worker import shard_sizes  # heavy import (flwr): only when needed
-
     try:
-        return np.asarray(shard_sizes(scenario), dtype=np.int64)
-    except Exception as exc:  # noqa: BLE001 - any loader failure means "cannot check"
+        sizes = read_clients(path)
+    except RunDirCorruptError as exc:
+        raise AuditInputError(str(exc)) from exc
+    if sizes is None:
+        return None
+    if len(sizes) != population:
         raise AuditInputError(
-            f"cannot recompute the clients' shard sizes from the scenario's data "
-            f"({scenario.data.name!r}): {type(exc).__name__}: {exc}"
-        ) from exc
+            f"{path} lists {len(sizes)} clients but the scenario's population is {population}"
+        )
+    return np.asarray(sizes, dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- accountants
