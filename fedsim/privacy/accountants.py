@@ -30,7 +30,7 @@ import math
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -83,7 +83,7 @@ _CACHE_SIZE = 16384
 # --------------------------------------------------------------------------- opacus
 
 
-@lru_cache(maxsize=None)
+@cache
 def _opacus_analysis(name: str) -> ModuleType:
     """opacus' ``accountants/analysis/<name>.py`` (pure numpy/scipy), loaded on its own.
 

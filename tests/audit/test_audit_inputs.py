@@ -173,7 +173,9 @@ def test_the_shard_sizes_come_from_the_run_directory(clean_run: Path) -> None:
     doc = {"population": len(sizes), "train_shard_sizes": [16] * len(sizes)}
     (clean_run / "clients.json").write_text(json.dumps(doc))
     report = audit_run(clean_run, accountants=["rdp"])
-    assert len([f for f in report.findings if f.kind == "sample-rate"]) == len(read_lines(clean_run))
+    assert len([f for f in report.findings if f.kind == "sample-rate"]) == len(
+        read_lines(clean_run)
+    )
 
 
 @pytest.mark.parametrize(
