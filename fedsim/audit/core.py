@@ -36,7 +36,7 @@ from fedsim.audit.sample_checks import check_sample_lines
 from fedsim.audit.user import UserLevel, user_entries, user_level
 from fedsim.audit.user_checks import check_user_lines
 from fedsim.privacy import PrivacyError
-from fedsim.privacy.ledger import DISCARDED
+from fedsim.privacy.records import DISCARDED, FAILED
 
 T = TypeVar("T")
 
@@ -124,7 +124,7 @@ def build_report(
             lines=len(inputs.lines),
             sample_lines=len(sample_lines),
             user_lines=len(user_lines),
-            failed_lines=sum(1 for line in inputs.lines if line.record["status"] == "failed"),
+            failed_lines=sum(1 for line in inputs.lines if line.record["status"] == FAILED),
             discarded_lines=sum(1 for line in inputs.lines if line.record["status"] == DISCARDED),
         ),
         sample=sample,

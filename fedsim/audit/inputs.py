@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,26 +21,14 @@ import numpy as np
 
 from fedsim.audit.errors import AuditInputError
 from fedsim.config import Scenario, ScenarioError
-from fedsim.privacy import ACCOUNTANTS, LedgerError, PrivacyError, PrivacyEvent, read_ledger
-from fedsim.privacy.ledger import DISCARDED, LINE_KEYS, USER_LEVEL, USER_SAMPLINGS
-from fedsim.privacy.ledger import SAMPLE_LEVEL as SAMPLE_LEVEL  # re-exported for the audit
+from fedsim.privacy import ACCOUNTANTS, LedgerError, PrivacyEvent, records
+from fedsim.privacy.records import SAMPLE_LEVEL as SAMPLE_LEVEL  # re-exported for the audit
+from fedsim.privacy.records import USER_LEVEL as USER_LEVEL
 from fedsim.rundir import CLIENTS_FILE, RunDirCorruptError, read_clients
 
 SCENARIO_FILE = "scenario.toml"
 LEDGER_FILE = "privacy_ledger.jsonl"
 SUMMARY_FILE = "summary.json"
-
-#: Fields a user-level (DP-FedAvg) ledger line must carry: a sample-level line's keys
-#: without "client", plus how the clients were sampled. ``read_ledger`` passes those
-#: lines through unchecked, so the audit validates them itself.
-USER_KEYS: tuple[str, ...] = (
-    *(key for key in LINE_KEYS if key != "client"),
-    "sampling",
-    "clients_sampled",
-)
-#: The server writes "released" (and a resume DISCARDED for a killed attempt's release
-#: made with fresh noise); the others are accepted for hand-written ledgers.
-USER_STATUSES: tuple[str, ...] = ("released", "trained", "failed", DISCARDED)
 
 PLD_INSTALL_HINT = "pip install 'fedsim[audit]'"
 
@@ -132,54 +119,13 @@ def load_run(run_dir: Path | str) -> RunInputs:
 
 def _read_lines(path: Path) -> list[LedgerLine]:
     try:
-        records = read_ledger(path)
+        # User-level lines too: the ledger's resume keeps them as written, the audit not.
+        numbered = records.read_numbered(path, check_user=True)
     except LedgerError as exc:
         raise AuditInputError(f"corrupt ledger: {exc}", line_no=exc.line_no) from exc
     except OSError as exc:
         raise AuditInputError(f"cannot read {path}: {exc.strerror}") from exc
-    # read_ledger returns one record per line (it raises on empty lines), so the
-    # position in the list is the line number.
-    lines = [LedgerLine(line_no=i, record=r) for i, r in enumerate(records, start=1)]
-    for line in lines:
-        if line.level == USER_LEVEL:
-            _check_user_line(line, path)
-    return lines
-
-
-def _check_user_line(line: LedgerLine, path: Path) -> None:
-    """Validate a user-level line as strictly as read_ledger validates sample lines."""
-    rec = line.record
-
-    def bad(message: str) -> AuditInputError:
-        return AuditInputError(
-            f"corrupt ledger: {path}, line {line.line_no}: {message}", line_no=line.line_no
-        )
-
-    missing = [key for key in USER_KEYS if key not in rec]
-    if missing:
-        raise bad(f"user-level line misses required field(s) {missing}")
-    if not _is_int(rec["round"]) or rec["round"] < 0:
-        raise bad(f"'round' must be an integer >= 0, got {rec['round']!r}")
-    if rec["status"] not in USER_STATUSES:
-        raise bad(f"'status' must be one of {USER_STATUSES}, got {rec['status']!r}")
-    if rec["accountant"] not in ACCOUNTANTS:
-        raise bad(f"'accountant' must be one of {ACCOUNTANTS}, got {rec['accountant']!r}")
-    if rec["sampling"] not in USER_SAMPLINGS:
-        raise bad(f"'sampling' must be one of {USER_SAMPLINGS}, got {rec['sampling']!r}")
-    if not _is_int(rec["clients_sampled"]) or rec["clients_sampled"] < 0:
-        raise bad(f"'clients_sampled' must be an integer >= 0, got {rec['clients_sampled']!r}")
-    clients = rec.get("clients")  # optional: the ids that took part (fixed sampling needs them)
-    if clients is not None and (
-        not isinstance(clients, list) or not all(_is_int(c) and c >= 0 for c in clients)
-    ):
-        raise bad(f"'clients' must be a list of client ids >= 0, got {clients!r}")
-    eps = rec["epsilon"]
-    if not _is_real(eps) or math.isnan(eps) or eps < 0:
-        raise bad(f"'epsilon' must be a number >= 0, got {eps!r}")
-    try:
-        event_of(rec)
-    except PrivacyError as exc:
-        raise bad(str(exc)) from exc
+    return [LedgerLine(line_no=n, record=r) for n, r in numbered]
 
 
 def event_of(record: dict[str, Any]) -> PrivacyEvent:
@@ -191,14 +137,6 @@ def event_of(record: dict[str, Any]) -> PrivacyEvent:
         max_grad_norm=record["max_grad_norm"],
         delta=record["delta"],
     )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _read_summary(path: Path) -> dict[str, Any] | None:

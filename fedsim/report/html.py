@@ -125,9 +125,9 @@ def _parse_summary(file: Path) -> dict[str, Any]:
 
 
 def _parse_ledger(file: Path) -> list[dict[str, Any]]:
-    from fedsim.privacy.ledger import read_ledger
+    from fedsim.privacy.records import read_records
 
-    return read_ledger(file)
+    return read_records(file)
 
 
 def _parse_audit(file: Path) -> dict[str, Any]:
