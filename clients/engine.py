@@ -19,6 +19,7 @@ from torch import nn
 
 from fedsim.config import Scenario
 from fedsim.data import ArrayDataset
+from fedsim.errors import FedsimError
 
 #: bytes of working memory a vectorised chunk may use (auto V), per worker
 CHUNK_MEMORY = 1 << 30
@@ -28,8 +29,10 @@ MAX_AUTO_CLIENTS = 32
 PROBE_EXAMPLES = 4
 
 
-class EngineError(ValueError):
+class EngineError(FedsimError, ValueError):
     """backend.engine = "vectorised" for a model the vectorised engine cannot train."""
+
+    bad_input = True  # backend.engine = "vectorised" for a model it cannot run
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from fedsim.clients.cohort import ClientJob, JobOutcome
 from fedsim.clients.dp import LocalPlan, local_steps, plan_participation
 from fedsim.config import Scenario
 from fedsim.data import ArrayDataset
+from fedsim.errors import FedsimError
 from fedsim.models import build_model
 from fedsim.seeding import (
     derive_seed,
@@ -35,7 +36,7 @@ from fedsim.seeding import (
 warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
 
 
-class ClientFailure(RuntimeError):
+class ClientFailure(FedsimError, RuntimeError):
     """A client failed during training (injected by `faults` or raised by the model)."""
 
 

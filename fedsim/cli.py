@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fedsim.errors import is_bad_input
+
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
@@ -168,30 +170,12 @@ def _loaded_class(module: str, name: str) -> type | None:
     return getattr(loaded, name, None) if loaded is not None else None
 
 
-# Errors that mean "bad input, nothing started" (exit 2), by module and class. They are
-# looked up among the modules already imported: a command that never imported the data
-# or model code cannot have raised their errors, and importing them here would cost
-# seconds (torch) on every error message.
-_BAD_INPUT_ERRORS = (
-    ("fedsim.config", "ScenarioError"),
-    ("fedsim.rundir", "RunDirError"),
-    ("fedsim.checkpoint", "CheckpointError"),
-    ("fedsim.data.errors", "DataError"),
-    ("fedsim.models._checks", "ModelError"),
-)
-
-
 def _is_bad_input(exc: BaseException) -> bool:
-    for module, name in _BAD_INPUT_ERRORS:
-        cls = _loaded_class(module, name)
-        if cls is not None and isinstance(exc, cls):
-            return True
-    simulation_error = _loaded_class("fedsim.simulation", "SimulationError")
-    return (
-        simulation_error is not None
-        and isinstance(exc, simulation_error)
-        and "cannot reach" in str(exc)
-    )
+    """Whether `exc` means "bad input, nothing started" (exit 2): its class says so.
+
+    `fedsim.errors` is a leaf, so asking costs no import of the data or model code.
+    """
+    return is_bad_input(exc)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

@@ -26,11 +26,14 @@ from pydantic import (
 )
 
 from fedsim import registry
+from fedsim.errors import FedsimError
 from fedsim.registry import Registry, did_you_mean
 
 
-class ScenarioError(ValueError):
+class ScenarioError(FedsimError, ValueError):
     """A scenario that cannot run; `problems` holds one line per bad field."""
+
+    bad_input = True
 
     def __init__(self, problems: list[str], source: str | None = None) -> None:
         self.problems = list(problems)
@@ -401,7 +404,12 @@ class Scenario(_Section):
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_toml(
-        cls, path: str | Path, overrides: list[str] | None = None, *, before_run: bool = False
+        cls,
+        path: str | Path,
+        overrides: list[str] | None = None,
+        *,
+        before_run: bool = False,
+        checks: Literal["all", "schema"] = "all",
     ) -> Scenario:
         """Read a scenario file, apply `key.path=value` overrides and validate.
 
@@ -409,6 +417,10 @@ class Scenario(_Section):
         `fedsim run` do before anything starts: this machine's data.root files and
         memory, and settings fedsim will not start (zero noise in a DP mode). Reading a
         finished run (audit, report) leaves it off.
+
+        `checks="schema"` leaves out the checks that build the model and the strategy
+        (they import torch, Opacus and Flower, seconds of start-up): for readers of a
+        finished run, whose scenario those checks passed when it started.
 
         Raises:
             ScenarioError: unreadable file, bad TOML, or any invalid field.
@@ -422,7 +434,9 @@ class Scenario(_Section):
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ScenarioError([f"not valid TOML: {exc}"], str(path)) from exc
-        return cls.from_dict(raw, overrides=overrides, source=str(path), before_run=before_run)
+        return cls.from_dict(
+            raw, overrides=overrides, source=str(path), before_run=before_run, checks=checks
+        )
 
     @classmethod
     def from_dict(
@@ -432,8 +446,11 @@ class Scenario(_Section):
         source: str | None = None,
         *,
         before_run: bool = False,
+        checks: Literal["all", "schema"] = "all",
     ) -> Scenario:
         """Validate a scenario given as a dict (the TOML structure); see `from_toml`."""
+        if checks not in ("all", "schema"):
+            raise ValueError(f"checks must be 'all' or 'schema', got {checks!r}")
         if not isinstance(raw, dict):
             raise ScenarioError([f"a scenario must be a table, got {type(raw).__name__}"], source)
         data = json.loads(json.dumps(raw))  # deep copy: never mutate the caller's dict
@@ -447,12 +464,16 @@ class Scenario(_Section):
         problems += schema_problems
         if scenario is not None:
             # Checks of the valid parts run too: one pass shows every problem.
-            problems += scenario.cross_check(skip=bad, machine=before_run)
+            problems += scenario.cross_check(
+                skip=bad, machine=before_run, heavy=checks == "all"
+            )
         if problems or scenario is None:
             raise ScenarioError(problems, source)
         return scenario
 
-    def cross_check(self, skip: Collection[str] = (), machine: bool = False) -> list[str]:
+    def cross_check(
+        self, skip: Collection[str] = (), machine: bool = False, heavy: bool = True
+    ) -> list[str]:
         """Checks that involve several fields or components (pydantic checks each field alone).
 
         Args:
@@ -460,13 +481,14 @@ class Scenario(_Section):
                 replaced by defaults; a check that reads one of them is not run, since it
                 would judge the default instead of what the user wrote.
             machine: also run the checks for starting a new run (see `from_toml`).
+            heavy: run the checks that build the model and the strategy (torch, Flower).
         """
         from fedsim.validate import COMPONENT_CHECKS, HEAVY_CHECKS, RUN_CHECKS
 
         skipped = set(skip)
         problems: list[str] = []
         light = [c for c in (*_FIELD_CHECKS, *COMPONENT_CHECKS) if c[1] not in HEAVY_CHECKS]
-        heavy = [c for c in COMPONENT_CHECKS if c[1] in HEAVY_CHECKS]
+        heavy_checks = [c for c in COMPONENT_CHECKS if c[1] in HEAVY_CHECKS] if heavy else []
         for reads, check in light:
             if not skipped & reads:
                 problems.extend(check(self))
@@ -475,7 +497,7 @@ class Scenario(_Section):
             # loaders: they judge a scenario with no plain mistake left, so a typo is
             # refused in a fraction of a second.
             return problems
-        for _, check in (*heavy, *(RUN_CHECKS if machine else ())):
+        for _, check in (*heavy_checks, *(RUN_CHECKS if machine else ())):
             problems.extend(check(self))
         return problems
 

@@ -23,6 +23,8 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fedsim.errors import FedsimError
+
 if TYPE_CHECKING:
     from fedsim.config import Scenario
     from fedsim.grid import RoundReport
@@ -36,7 +38,7 @@ REASON_CHARS = 300
 ERRORS_LOG = "errors.log"
 
 
-class ClientErrors(RuntimeError):
+class ClientErrors(FedsimError, RuntimeError):
     """The run stopped because its clients fail with real errors (not injected faults)."""
 
 

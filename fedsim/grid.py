@@ -22,6 +22,7 @@ from flwr.app import Error, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
+from fedsim.errors import FedsimError
 from fedsim.failures import short_reason
 from fedsim.protocol import ClientOutcome, pack_request, unpack_reply
 
@@ -92,7 +93,7 @@ def worker_restarting(error: Error) -> bool:
     return cls is not None and issubclass(cls, ray.exceptions.ActorUnavailableError)
 
 
-class RunStopped(RuntimeError):
+class RunStopped(FedsimError, RuntimeError):
     """A signal stopped the run while a round was in flight."""
 
 

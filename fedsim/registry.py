@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fedsim.errors import FedsimError
+
 T = TypeVar("T")
 
 # "package.module:attribute.path": the module is imported, then the attributes walked.
@@ -47,8 +49,10 @@ IMPORT_PATH = re.compile(rf"{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*")
 REQUIRED = inspect.Parameter.empty
 
 
-class RegistryError(ValueError):
+class RegistryError(FedsimError, ValueError):
     """A name that is not registered, a target that cannot be imported, or a bad entry."""
+
+    bad_input = True  # an unknown name or an import path that does not load
 
 
 def did_you_mean(value: Any, choices: Iterable[str]) -> str:

@@ -20,10 +20,12 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+from fedsim.errors import FedsimError
 
 if TYPE_CHECKING:  # torch is imported where a model is saved: reading a run needs no torch
     import torch
@@ -33,6 +35,8 @@ if TYPE_CHECKING:  # torch is imported where a model is saved: reading a run nee
 MARKER = ".fedsim-run"
 #: Locked (fcntl.flock, exclusive) by the process running or resuming the run; holds its PID.
 LOCK = ".fedsim-lock"
+#: Per-client facts the audit needs (training shard sizes), written at run start.
+CLIENTS_FILE = "clients.json"
 #: Every file and folder fedsim writes in a run directory: the only things
 #: `--overwrite` removes (with their ".tmp" siblings). Anything else is left alone.
 OWN_FILES: tuple[str, ...] = (
@@ -40,6 +44,7 @@ OWN_FILES: tuple[str, ...] = (
     "metrics.jsonl",
     "privacy_ledger.jsonl",
     "summary.json",
+    CLIENTS_FILE,
     "model.pt",
     "empirical_audit.json",
     "errors.log",
@@ -64,8 +69,10 @@ OWN_FOLDERS: tuple[str, ...] = ("checkpoints", "plots", "tensorboard", "mlruns")
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-class RunDirError(ValueError):
+class RunDirError(FedsimError, ValueError):
     """The run directory cannot be used (exists, not writable, ...)."""
+
+    bad_input = True
 
 
 class NotARunError(RunDirError):
@@ -95,6 +102,7 @@ class RunDir:
     metrics = property(lambda self: self.path / "metrics.jsonl")
     ledger = property(lambda self: self.path / "privacy_ledger.jsonl")
     summary = property(lambda self: self.path / "summary.json")
+    clients = property(lambda self: self.path / CLIENTS_FILE)
     model = property(lambda self: self.path / "model.pt")
     checkpoints = property(lambda self: self.path / "checkpoints")
     plots = property(lambda self: self.path / "plots")
@@ -215,6 +223,16 @@ class RunDir:
 
     def write_json(self, path: Path, data: Any) -> None:
         self.write_text(path, json.dumps(clean_json(data), indent=2, allow_nan=False) + "\n")
+
+    def write_clients(self, shard_sizes: Sequence[int]) -> None:
+        """Write ``clients.json``: each client's training shard size, by client id.
+
+        The server writes it when a run starts (the sizes are what it plans every
+        participation with), so the audit can check the plans from the run directory
+        alone, without the data set. See :func:`read_clients`.
+        """
+        sizes = [int(n) for n in shard_sizes]
+        self.write_json(self.clients, {"population": len(sizes), "train_shard_sizes": sizes})
 
     def save_model(self, state: dict[str, torch.Tensor]) -> None:
         self.write_bytes(self.model, torch_bytes({k: v.detach().cpu() for k, v in state.items()}))
@@ -346,6 +364,37 @@ def clean_json(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [clean_json(v) for v in value]
     return value
+
+
+def read_clients(path: Path) -> list[int] | None:
+    """The training shard sizes ``clients.json`` (see :meth:`RunDir.write_clients`) holds.
+
+    Returns:
+        One size per client id, or None when the file is absent (a run written before
+        fedsim wrote it).
+
+    Raises:
+        RunDirCorruptError: the file is unreadable, not JSON, or not in this format.
+    """
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirCorruptError(f"cannot read {path}: {exc}") from exc
+    sizes = data.get("train_shard_sizes") if isinstance(data, dict) else None
+    if not isinstance(sizes, list) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes
+    ):
+        raise RunDirCorruptError(
+            f"{path}: 'train_shard_sizes' must be a list of integers >= 0 (one per client)"
+        )
+    if data.get("population") != len(sizes):
+        raise RunDirCorruptError(
+            f"{path}: 'population' = {data.get('population')!r} but "
+            f"{len(sizes)} shard sizes are listed"
+        )
+    return sizes
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

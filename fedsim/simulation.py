@@ -40,6 +40,7 @@ from fedsim.clients.evaluate import evaluate
 from fedsim.clients.trainer import build_global_model, choose_grad_sample_mode
 from fedsim.clients.worker import load_scenario_data
 from fedsim.config import Scenario, ScenarioError
+from fedsim.errors import FedsimError
 from fedsim.failures import FailureWatch
 from fedsim.grid import RoundReport, RunStopped, VirtualClientGrid, cohort_size
 from fedsim.privacy import PrivacyEvent, PrivacyLedger, epsilon
@@ -73,8 +74,14 @@ class RunResult:
     already_complete: bool = False
 
 
-class SimulationError(RuntimeError):
+class SimulationError(FedsimError, RuntimeError):
     """The simulation could not start or finish (Ray unreachable, no clients left...)."""
+
+
+class ClusterUnreachableError(SimulationError):
+    """`backend.ray_address` names a Ray cluster that does not answer: nothing started."""
+
+    bad_input = True
 
 
 def run(
@@ -209,7 +216,7 @@ def _execute(scenario: Scenario, state: _ServerState) -> RunResult:
     return RunResult(rundir.path, summary, state.metrics, state.final_state)
 
 
-class RunInterrupted(RuntimeError):
+class RunInterrupted(FedsimError, RuntimeError):
     """The run was stopped by a signal; its directory can be resumed."""
 
 
@@ -646,7 +653,7 @@ def _check_ray_address(scenario: Scenario) -> None:
         ):
             pass
     except (OSError, ValueError) as exc:
-        raise SimulationError(
+        raise ClusterUnreachableError(
             f"cannot reach the Ray cluster at backend.ray_address = {address!r} "
             f"within {scenario.backend.connect_timeout:.0f} s ({exc}); start it with "
             "`ray start --head --port=PORT` or remove ray_address to run locally"
@@ -659,6 +666,7 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
     state.progress.phase(f"building shards ({sc.population} clients)")
     shards = build_shards(sc, bundle)
     sizes = shards.sizes()
+    state.rundir.write_clients(sizes)  # what the audit checks the plans against
     strategy = build_strategy(sc)
     model = build_global_model(sc, bundle.input_shape, bundle.num_classes)
     # The same rules the workers apply to the same model: recorded in the summary.

@@ -21,7 +21,6 @@ from fedsim.audit.inputs import (
     check_accountants,
     default_accountants,
     load_run,
-    scenario_shard_sizes,
 )
 from fedsim.audit.report import AuditReport, LedgerCounts
 from fedsim.audit.run_checks import (
@@ -29,6 +28,7 @@ from fedsim.audit.run_checks import (
     check_budget,
     check_delta_size,
     check_disagreement,
+    check_shards_known,
     check_summary,
 )
 from fedsim.audit.sample import SampleLevel, client_histories, sample_level
@@ -36,13 +36,13 @@ from fedsim.audit.sample_checks import check_sample_lines
 from fedsim.audit.user import UserLevel, user_entries, user_level
 from fedsim.audit.user_checks import check_user_lines
 from fedsim.privacy import PrivacyError
-from fedsim.privacy.ledger import DISCARDED
+from fedsim.privacy.records import DISCARDED, FAILED
 
 T = TypeVar("T")
 
 
 def audit_run(run_dir: Path | str, *, accountants: Sequence[str] | None = None) -> AuditReport:
-    """Audit a run directory from ``privacy_ledger.jsonl`` and ``scenario.toml`` alone.
+    """Audit a run directory from its files alone (ledger, scenario, clients.json).
 
     Every epsilon is recomputed from the ledger's events (stored epsilons are only
     compared against), every event is checked against what the scenario planned for
@@ -61,16 +61,13 @@ def audit_run(run_dir: Path | str, *, accountants: Sequence[str] | None = None) 
     Raises:
         AuditInputError: unreadable input: missing directory or file, corrupt or
             truncated ledger line (``line_no`` set), bad scenario, unknown accountant,
-            'pld' without dp-accounting, or data the shard sizes cannot be rebuilt from.
+            'pld' without dp-accounting, or a corrupt ``clients.json``.
     """
     requested = check_accountants(accountants) if accountants is not None else None
     inputs = load_run(run_dir)
     if requested is None:
         requested = default_accountants(inputs.scenario)
-    sample_lines = inputs.level(SAMPLE_LEVEL)
-    needs_shards = bool(sample_lines) and inputs.scenario.dp.mode == "sample"
-    sizes = scenario_shard_sizes(inputs.scenario) if needs_shards else None
-    return build_report(inputs, shard_sizes=sizes, accountants=requested)
+    return build_report(inputs, shard_sizes=inputs.shard_sizes, accountants=requested)
 
 
 def build_report(
@@ -109,6 +106,7 @@ def build_report(
 
     rows = _cross_check(sample_lines, user_lines, sample, user, accountants, delta, cache)
 
+    findings += check_shards_known(sc, sample_lines, shard_sizes)
     findings += check_sample_lines(sample_lines, sc, shard_sizes, cache)
     findings += check_user_lines(user_lines, sc, user, cache)
     findings += check_budget(sc, sample, user)
@@ -126,7 +124,7 @@ def build_report(
             lines=len(inputs.lines),
             sample_lines=len(sample_lines),
             user_lines=len(user_lines),
-            failed_lines=sum(1 for line in inputs.lines if line.record["status"] == "failed"),
+            failed_lines=sum(1 for line in inputs.lines if line.record["status"] == FAILED),
             discarded_lines=sum(1 for line in inputs.lines if line.record["status"] == DISCARDED),
         ),
         sample=sample,

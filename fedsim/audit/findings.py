@@ -40,6 +40,8 @@ accountant-disagreement   warning    RDP below PRV/PLD beyond numerical toleranc
                                      above them is expected looseness: not a finding)
 duplicate-line            warning    the same (round, client) twice (counted twice)
 delta-size                warning    delta >= 1 / number of records it protects
+shards-unknown            warning    no clients.json: the shard-dependent plan checks
+                                     (steps, sample rate, delta vs shard) are skipped
 summary-missing           warning    no summary.json (run killed or still running?)
 summary-unchecked         warning    summary.json's spread cannot be recomputed
 accountant-note           warning    a warning raised inside an accountant library

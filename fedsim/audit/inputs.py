@@ -1,6 +1,8 @@
 """Reading what the audit trusts: a run directory's scenario and privacy ledger.
 
-The audit recomputes every epsilon from ``scenario.toml`` and ``privacy_ledger.jsonl``;
+The audit recomputes every epsilon from ``scenario.toml`` and ``privacy_ledger.jsonl``,
+and checks each participation against the plan for the client's shard size, read from
+``clients.json`` (the run directory only: no data set, no Flower, Ray or torch).
 ``summary.json`` is read only to cross-check what the run claimed (noise RNG, stored
 epsilon summary). Anything unreadable raises :class:`AuditInputError`: nothing is
 skipped.
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,25 +21,14 @@ import numpy as np
 
 from fedsim.audit.errors import AuditInputError
 from fedsim.config import Scenario, ScenarioError
-from fedsim.privacy import ACCOUNTANTS, LedgerError, PrivacyError, PrivacyEvent, read_ledger
-from fedsim.privacy.ledger import DISCARDED, LINE_KEYS, USER_LEVEL, USER_SAMPLINGS
-from fedsim.privacy.ledger import SAMPLE_LEVEL as SAMPLE_LEVEL  # re-exported for the audit
+from fedsim.privacy import ACCOUNTANTS, LedgerError, PrivacyEvent, records
+from fedsim.privacy.records import SAMPLE_LEVEL as SAMPLE_LEVEL  # re-exported for the audit
+from fedsim.privacy.records import USER_LEVEL as USER_LEVEL
+from fedsim.rundir import CLIENTS_FILE, RunDirCorruptError, read_clients
 
 SCENARIO_FILE = "scenario.toml"
 LEDGER_FILE = "privacy_ledger.jsonl"
 SUMMARY_FILE = "summary.json"
-
-#: Fields a user-level (DP-FedAvg) ledger line must carry: a sample-level line's keys
-#: without "client", plus how the clients were sampled. ``read_ledger`` passes those
-#: lines through unchecked, so the audit validates them itself.
-USER_KEYS: tuple[str, ...] = (
-    *(key for key in LINE_KEYS if key != "client"),
-    "sampling",
-    "clients_sampled",
-)
-#: The server writes "released" (and a resume DISCARDED for a killed attempt's release
-#: made with fresh noise); the others are accepted for hand-written ledgers.
-USER_STATUSES: tuple[str, ...] = ("released", "trained", "failed", DISCARDED)
 
 PLD_INSTALL_HINT = "pip install 'fedsim[audit]'"
 
@@ -66,6 +56,8 @@ class RunInputs:
         ledger_present: Whether ``privacy_ledger.jsonl`` exists.
         summary: ``summary.json`` as a dict, or None when the file is absent (a run
             that was killed before its end).
+        shard_sizes: Training shard size of each client from ``clients.json``, or None
+            when the file is absent (a run written before fedsim wrote it).
     """
 
     run_dir: Path
@@ -73,6 +65,7 @@ class RunInputs:
     lines: list[LedgerLine]
     ledger_present: bool
     summary: dict[str, Any] | None
+    shard_sizes: np.ndarray | None = None
 
     def level(self, level: str) -> list[LedgerLine]:
         """The lines of one level (``"sample"`` or ``"user"``), in file order."""
@@ -96,7 +89,9 @@ def load_run(run_dir: Path | str) -> RunInputs:
     if not scenario_path.is_file():
         raise AuditInputError(f"{scenario_path} is missing: is {path} a fedsim run directory?")
     try:
-        scenario = Scenario.from_toml(scenario_path)
+        # Schema checks only: the model and strategy checks import torch and Flower,
+        # and this scenario passed them when the run started.
+        scenario = Scenario.from_toml(scenario_path, checks="schema")
     except ScenarioError as exc:
         raise AuditInputError(f"bad scenario: {exc}") from exc
 
@@ -118,59 +113,19 @@ def load_run(run_dir: Path | str) -> RunInputs:
         lines=lines,
         ledger_present=ledger_present,
         summary=summary,
+        shard_sizes=_read_shard_sizes(path / CLIENTS_FILE, scenario.population),
     )
 
 
 def _read_lines(path: Path) -> list[LedgerLine]:
     try:
-        records = read_ledger(path)
+        # User-level lines too: the ledger's resume keeps them as written, the audit not.
+        numbered = records.read_numbered(path, check_user=True)
     except LedgerError as exc:
         raise AuditInputError(f"corrupt ledger: {exc}", line_no=exc.line_no) from exc
     except OSError as exc:
         raise AuditInputError(f"cannot read {path}: {exc.strerror}") from exc
-    # read_ledger returns one record per line (it raises on empty lines), so the
-    # position in the list is the line number.
-    lines = [LedgerLine(line_no=i, record=r) for i, r in enumerate(records, start=1)]
-    for line in lines:
-        if line.level == USER_LEVEL:
-            _check_user_line(line, path)
-    return lines
-
-
-def _check_user_line(line: LedgerLine, path: Path) -> None:
-    """Validate a user-level line as strictly as read_ledger validates sample lines."""
-    rec = line.record
-
-    def bad(message: str) -> AuditInputError:
-        return AuditInputError(
-            f"corrupt ledger: {path}, line {line.line_no}: {message}", line_no=line.line_no
-        )
-
-    missing = [key for key in USER_KEYS if key not in rec]
-    if missing:
-        raise bad(f"user-level line misses required field(s) {missing}")
-    if not _is_int(rec["round"]) or rec["round"] < 0:
-        raise bad(f"'round' must be an integer >= 0, got {rec['round']!r}")
-    if rec["status"] not in USER_STATUSES:
-        raise bad(f"'status' must be one of {USER_STATUSES}, got {rec['status']!r}")
-    if rec["accountant"] not in ACCOUNTANTS:
-        raise bad(f"'accountant' must be one of {ACCOUNTANTS}, got {rec['accountant']!r}")
-    if rec["sampling"] not in USER_SAMPLINGS:
-        raise bad(f"'sampling' must be one of {USER_SAMPLINGS}, got {rec['sampling']!r}")
-    if not _is_int(rec["clients_sampled"]) or rec["clients_sampled"] < 0:
-        raise bad(f"'clients_sampled' must be an integer >= 0, got {rec['clients_sampled']!r}")
-    clients = rec.get("clients")  # optional: the ids that took part (fixed sampling needs them)
-    if clients is not None and (
-        not isinstance(clients, list) or not all(_is_int(c) and c >= 0 for c in clients)
-    ):
-        raise bad(f"'clients' must be a list of client ids >= 0, got {clients!r}")
-    eps = rec["epsilon"]
-    if not _is_real(eps) or math.isnan(eps) or eps < 0:
-        raise bad(f"'epsilon' must be a number >= 0, got {eps!r}")
-    try:
-        event_of(rec)
-    except PrivacyError as exc:
-        raise bad(str(exc)) from exc
+    return [LedgerLine(line_no=n, record=r) for n, r in numbered]
 
 
 def event_of(record: dict[str, Any]) -> PrivacyEvent:
@@ -182,14 +137,6 @@ def event_of(record: dict[str, Any]) -> PrivacyEvent:
         max_grad_norm=record["max_grad_norm"],
         delta=record["delta"],
     )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _read_summary(path: Path) -> dict[str, Any] | None:
@@ -209,24 +156,24 @@ def _read_summary(path: Path) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- shards
 
 
-def scenario_shard_sizes(scenario: Scenario) -> np.ndarray:
-    """Training shard size of every client, recomputed from the scenario's data.
-
-    The server's own plan checks use the same function, so the audit and the run
-    agree on what each client should have done.
+def _read_shard_sizes(path: Path, population: int) -> np.ndarray | None:
+    """Training shard size of every client, as the run wrote them (None: no file).
 
     Raises:
-        AuditInputError: the scenario's data cannot be loaded here.
+        AuditInputError: the file is corrupt, or lists another number of clients than
+            the scenario's population.
     """
-    from fedsim.clients.worker import shard_sizes  # heavy import (flwr): only when needed
-
     try:
-        return np.asarray(shard_sizes(scenario), dtype=np.int64)
-    except Exception as exc:  # noqa: BLE001 - any loader failure means "cannot check"
+        sizes = read_clients(path)
+    except RunDirCorruptError as exc:
+        raise AuditInputError(str(exc)) from exc
+    if sizes is None:
+        return None
+    if len(sizes) != population:
         raise AuditInputError(
-            f"cannot recompute the clients' shard sizes from the scenario's data "
-            f"({scenario.data.name!r}): {type(exc).__name__}: {exc}"
-        ) from exc
+            f"{path} lists {len(sizes)} clients but the scenario's population is {population}"
+        )
+    return np.asarray(sizes, dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- accountants

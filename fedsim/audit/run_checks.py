@@ -170,6 +170,26 @@ def _percent(value: float) -> str:
     return "infinitely" if math.isinf(value) else f"{value:.1%}"
 
 
+def check_shards_known(
+    scenario: Scenario, sample_lines: Sequence[Any], shard_sizes: np.ndarray | None
+) -> list[Finding]:
+    """Warn when the plan checks that need each client's shard size cannot run.
+
+    A run written before fedsim wrote ``clients.json`` lacks the sizes; the audit reads
+    the run directory only, so it says what it cannot check instead of loading the data.
+    """
+    if shard_sizes is not None or not sample_lines or scenario.dp.mode != "sample":
+        return []
+    return [
+        warning(
+            "shards-unknown",
+            "no clients.json (the run predates it): each client's shard size is unknown, "
+            "so its noise, clip norm, steps and sample rate (batch_size / shard size) "
+            "are not checked against the plan, nor delta against the largest shard",
+        )
+    ]
+
+
 def check_delta_size(
     scenario: Scenario, shard_sizes: np.ndarray | None, has_sample: bool, has_user: bool
 ) -> list[Finding]:

@@ -13,7 +13,7 @@ from fedsim.audit.findings import Finding, close, violation, warning, who
 from fedsim.audit.inputs import LedgerLine
 from fedsim.audit.line_checks import check_common, check_stored
 from fedsim.config import Scenario
-from fedsim.privacy.ledger import DISCARDED
+from fedsim.privacy.records import DISCARDED
 
 
 def check_sample_lines(

@@ -12,7 +12,7 @@ from fedsim.audit.inputs import LedgerLine
 from fedsim.audit.line_checks import check_common, check_stored
 from fedsim.audit.user import UserLevel, user_entries
 from fedsim.config import Scenario
-from fedsim.privacy.ledger import DISCARDED
+from fedsim.privacy.records import DISCARDED
 
 
 def check_user_lines(

@@ -29,6 +29,8 @@ import numpy as np
 from scipy.special import expit
 from scipy.stats import binom
 
+from fedsim.errors import AuditInputError
+
 __all__ = [
     "AuditInputError",
     "best_lower_bound",
@@ -38,10 +40,6 @@ __all__ = [
     "p_value",
     "score_guesses",
 ]
-
-
-class AuditInputError(ValueError):
-    """An audit argument out of range; the message names the value and the allowed range."""
 
 
 # Bisection stops when the bracket is this narrow; the returned low end is then within

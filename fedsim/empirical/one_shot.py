@@ -29,6 +29,8 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.stats import norm
 
+from fedsim.errors import FedsimError
+
 __all__ = [
     "EstimateInputError",
     "canary_directions",
@@ -40,7 +42,7 @@ __all__ = [
 ]
 
 
-class EstimateInputError(ValueError):
+class EstimateInputError(FedsimError, ValueError):
     """A one-shot argument out of range; the message names the value and the allowed range."""
 
 

@@ -15,10 +15,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from fedsim.errors import FedsimError
+
 EXIT_CLEAN, EXIT_VIOLATION, EXIT_BAD_INPUT = 0, 1, 2
 
 
-class EmpiricalInputError(ValueError):
+class EmpiricalInputError(FedsimError, ValueError):
     """The run directory lacks what the empirical audit needs."""
 
 

@@ -10,9 +10,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from fedsim.errors import FedsimError
 
-class ModelError(ValueError):
+
+class ModelError(FedsimError, ValueError):
     """A model name, shape or option that cannot be built; the message says what is allowed."""
+
+    bad_input = True
 
 
 def positive_int(model: str, name: str, value: Any, *, allow_zero: bool = False) -> int:

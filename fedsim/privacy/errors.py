@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fedsim.errors import FedsimError
 
-class PrivacyError(ValueError):
+
+class PrivacyError(FedsimError, ValueError):
     """A privacy parameter out of range, an unknown accountant, or an unsupported history.
 
     Subclasses `ValueError` so generic config validation catches it; messages name the

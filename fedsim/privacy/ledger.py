@@ -20,7 +20,6 @@ composed per client, in :attr:`PrivacyLedger.user_events`.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -34,6 +33,7 @@ from typing import IO, Any, Self
 
 import numpy as np
 
+from fedsim.privacy import records
 from fedsim.privacy._checks import (
     check_delta,
     check_int,
@@ -42,7 +42,6 @@ from fedsim.privacy._checks import (
     check_sample_rate,
     check_steps,
     is_integral,
-    is_real,
 )
 from fedsim.privacy.accountants import (
     ACCOUNTANTS,
@@ -54,6 +53,14 @@ from fedsim.privacy.accountants import (
     rdp_vector,
 )
 from fedsim.privacy.errors import LedgerError, PrivacyError
+from fedsim.privacy.records import (
+    DISCARDED,
+    LINE_KEYS,
+    SAMPLE_LEVEL,
+    STATUSES,
+    USER_LEVEL,
+    USER_SAMPLINGS,
+)
 
 __all__ = [
     "DISCARDED",
@@ -66,36 +73,8 @@ __all__ = [
     "read_ledger",
 ]
 
-SAMPLE_LEVEL = "sample"
-USER_LEVEL = "user"
-
-#: A line of a killed attempt of a round that a resume runs again. With fresh
-#: (OS-entropy) noise that attempt's releases differ from the re-run's: it stays
-#: composed like any other line (resume marks it instead of dropping it).
-DISCARDED = "discarded"
-
-#: Allowed ``status`` values. A client that trained and then failed still spent privacy.
-#: "late": trained past the round deadline, update discarded, privacy spent all the same.
-#: Every status is composed; DISCARDED is also allowed on user-level lines.
-STATUSES: tuple[str, ...] = ("trained", "failed", "late", DISCARDED)
-
-#: How clients were sampled for a user-level release.
-USER_SAMPLINGS: tuple[str, ...] = ("poisson", "fixed")
-
-#: Keys of a sample-level line, in the order they are written; extra keys follow.
-LINE_KEYS: tuple[str, ...] = (
-    "round",
-    "client",
-    "level",
-    "status",
-    "noise_multiplier",
-    "sample_rate",
-    "steps",
-    "max_grad_norm",
-    "delta",
-    "accountant",
-    "epsilon",
-)
+#: The subject a user-level line with Poisson client sampling charges: every client.
+POPULATION = -1
 
 
 @dataclass(frozen=True)
@@ -133,6 +112,17 @@ class PrivacyEvent:
     def entry(self) -> HistoryEntry:
         """``(noise_multiplier, sample_rate, steps)``, the opacus history format."""
         return (self.noise_multiplier, self.sample_rate, self.steps)
+
+
+def _fields(event: PrivacyEvent) -> dict[str, float | int]:
+    """The event's fields as a ledger line writes them."""
+    return {
+        "noise_multiplier": event.noise_multiplier,
+        "sample_rate": event.sample_rate,
+        "steps": event.steps,
+        "max_grad_norm": event.max_grad_norm,
+        "delta": event.delta,
+    }
 
 
 # --------------------------------------------------------------------------- composition
@@ -221,84 +211,13 @@ _COMPOSITIONS["rdp"] = _RdpComposition
 # --------------------------------------------------------------------------- file format
 
 
-def _parse_line(text: str, *, path: Path, line_no: int) -> dict[str, Any]:
-    """Parse and validate one ledger line.
-
-    Raises:
-        LedgerError: naming ``path`` and ``line_no``.
-    """
-    if not text.strip():
-        raise LedgerError("empty line", path=path, line_no=line_no)
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise LedgerError(
-            f"not valid JSON (truncated or corrupt line?): {err.msg} at column {err.colno}",
-            path=path,
-            line_no=line_no,
-        ) from err
-    if not isinstance(record, dict):
-        raise LedgerError(
-            f"expected a JSON object, got {type(record).__name__}", path=path, line_no=line_no
-        )
-    level = record.get("level")
-    if level == USER_LEVEL:
-        return record  # population-level release, written by the server; kept as is
-    if level != SAMPLE_LEVEL:
-        raise LedgerError(
-            f"'level' must be {SAMPLE_LEVEL!r} or {USER_LEVEL!r}, got {level!r}",
-            path=path,
-            line_no=line_no,
-        )
-    missing = [key for key in LINE_KEYS if key not in record]
-    if missing:
-        raise LedgerError(f"missing required field(s) {missing}", path=path, line_no=line_no)
-    try:
-        check_int(record["round"], name="'round'")
-        check_int(record["client"], name="'client'")
-        if record["status"] not in STATUSES:
-            raise PrivacyError(f"'status' must be one of {STATUSES}, got {record['status']!r}")
-        check_accountant(record["accountant"])
-        eps = record["epsilon"]
-        if not is_real(eps) or math.isnan(eps) or eps < 0:
-            raise PrivacyError(f"'epsilon' must be a number >= 0, got {eps!r}")
-        _event_of(record)
-    except PrivacyError as err:
-        raise LedgerError(str(err), path=path, line_no=line_no) from err
-    return record
-
-
 def parse_ledger_line(text: str, *, path: Path | str, line_no: int) -> dict[str, Any]:
     """Parse and validate one ledger line as :func:`read_ledger` does.
 
     Raises:
         LedgerError: naming ``path`` and ``line_no``.
     """
-    return _parse_line(text, path=Path(path), line_no=line_no)
-
-
-def _event_of(record: Mapping[str, Any]) -> PrivacyEvent:
-    return PrivacyEvent(
-        noise_multiplier=record["noise_multiplier"],
-        sample_rate=record["sample_rate"],
-        steps=record["steps"],
-        max_grad_norm=record["max_grad_norm"],
-        delta=record["delta"],
-    )
-
-
-def _read_numbered(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    records = []
-    # Binary, decoded per line: a torn write can leave bytes that are not UTF-8, and
-    # that must be reported with its line number like any other corrupt line.
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise LedgerError("not UTF-8 text", path=path, line_no=line_no) from err
-            records.append((line_no, _parse_line(text, path=path, line_no=line_no)))
-    return records
+    return records.parse_line(text, path=path, line_no=line_no)
 
 
 def read_ledger(path: Path | str) -> list[dict[str, Any]]:
@@ -317,7 +236,23 @@ def read_ledger(path: Path | str) -> list[dict[str, Any]]:
         LedgerError: naming the file and the 1-based line number.
         OSError: the file cannot be opened.
     """
-    return [record for _, record in _read_numbered(Path(path))]
+    return records.read_records(path)
+
+
+def _entry_of(line: Mapping[str, Any]) -> HistoryEntry:
+    """The ``(z, q, steps)`` a line charges its subjects with."""
+    # A user-level line is one release (steps 1), whatever a hand-written line says.
+    steps = int(line["steps"]) if line["level"] == SAMPLE_LEVEL else 1
+    return (float(line["noise_multiplier"]), float(line["sample_rate"]), steps)
+
+
+def _subjects_of(line: Mapping[str, Any]) -> list[int]:
+    """Who a line charges: its client; or the population, and with fixed-size client
+    sampling (no amplification) also each client that took part."""
+    if line["level"] == SAMPLE_LEVEL:
+        return [int(line["client"])]
+    fixed = line.get("sampling") == "fixed"
+    return [POPULATION, *(int(c) for c in line.get("clients", []) if fixed)]
 
 
 def _infer(records: list[dict[str, Any]], key: str, path: Path) -> Any:
@@ -373,12 +308,11 @@ class PrivacyLedger:
         self.delta: float = check_delta(delta)
         self.accountant: str = check_accountant(accountant)
         self._new_composition = _COMPOSITIONS[accountant]
-        self._clients: dict[int, _Composition] = {}
+        # One composition per charged subject and level: (level, client id or POPULATION).
+        self._charged: dict[tuple[str, int], _Composition] = {}
         self._participations: dict[int, int] = {}
         #: User-level lines (population-level DP-FedAvg releases), in order.
         self.user_events: list[dict[str, Any]] = []
-        self._user: _Composition = self._new_composition()
-        self._user_clients: dict[int, _Composition] = {}
         self._file: IO[str] | None = None
         self._closed = False
 
@@ -451,31 +385,17 @@ class PrivacyLedger:
                 f"event.delta={event.delta} differs from the ledger's delta={self.delta}"
             )
 
-        state = self._clients.get(client_id)
-        if state is None:
-            state = self._new_composition()
-        eps = state.projected(event.entry, self.delta)
-        line = {
-            "round": round_,
-            "client": client_id,
-            "level": SAMPLE_LEVEL,
-            "status": status,
-            "noise_multiplier": event.noise_multiplier,
-            "sample_rate": event.sample_rate,
-            "steps": event.steps,
-            "max_grad_norm": event.max_grad_norm,
-            "delta": event.delta,
-            "accountant": self.accountant,
-            "epsilon": eps,
-            **extra,
-        }
-        text = json.dumps(line) + "\n"  # before any state change: may raise TypeError
-        if self.path is not None:
-            # Written before the state changes: if the write fails, memory matches the file.
-            self._open().write(text)
-        state.add(event.entry, epsilon=eps)
-        self._clients[client_id] = state
-        self._participations[client_id] = self._participations.get(client_id, 0) + 1
+        eps = self._projected(SAMPLE_LEVEL, client_id, event.entry)
+        line = records.sample_line(
+            round=round_,
+            client=client_id,
+            status=status,
+            event=_fields(event),
+            accountant=self.accountant,
+            epsilon=eps,
+            extra=extra,
+        )
+        self._charge(line, epsilon=eps)
         return eps
 
     def record_user(
@@ -520,44 +440,59 @@ class PrivacyLedger:
             max_grad_norm=clip_norm,
             delta=self.delta,
         )
-        ids = sorted(int(c) for c in clients)
-        eps = self._user.projected(event.entry, self.delta)
-        line = {
-            "round": check_int(round, name="round"),
-            "level": USER_LEVEL,
-            "status": "released",
-            "noise_multiplier": event.noise_multiplier,
-            "sample_rate": event.sample_rate,
-            "steps": 1,
-            "max_grad_norm": event.max_grad_norm,
-            "delta": self.delta,
-            "accountant": self.accountant,
-            "epsilon": eps,
-            "sampling": sampling,
-            "clients_sampled": len(ids),
-            "clients": ids,
-            **extra,
-        }
-        text = json.dumps(line) + "\n"
-        if self.path is not None:
-            self._open().write(text)
-        self._add_user(line)
+        eps = self._projected(USER_LEVEL, POPULATION, event.entry)
+        line = records.user_line(
+            round=check_int(round, name="round"),
+            event=_fields(event),
+            accountant=self.accountant,
+            epsilon=eps,
+            sampling=sampling,
+            clients=sorted(int(c) for c in clients),
+            extra=extra,
+        )
+        self._charge(line, epsilon=eps)
         return eps
 
-    def _add_user(self, line: dict[str, Any]) -> None:
-        entry = (float(line["noise_multiplier"]), float(line["sample_rate"]), 1)
-        self._user.add(entry)
-        self.user_events.append(line)
-        if line.get("sampling") == "fixed":
-            for c in line.get("clients", []):
-                state = self._user_clients.get(int(c))
-                if state is None:
-                    state = self._user_clients[int(c)] = self._new_composition()
-                state.add(entry)
+    def _projected(self, level: str, subject: int, entry: HistoryEntry) -> float:
+        """Epsilon of ``subject`` at ``level`` if ``entry`` were charged (no change)."""
+        state = self._charged.get((level, subject))
+        if state is None:
+            state = self._new_composition()
+        return state.projected(entry, self.delta)
+
+    def _charge(self, line: dict[str, Any], *, epsilon: float | None, write: bool = True) -> None:
+        """Append ``line`` (if the ledger has a file) and charge its subjects with its event.
+
+        The one path of every line, written or loaded. ``epsilon`` is the first
+        subject's epsilon after the line when already computed (None: computed lazily);
+        ``write=False`` for lines read back from the file.
+
+        Raises:
+            TypeError: a value JSON cannot serialise; nothing is written or charged.
+        """
+        if write and self.path is not None:
+            text = records.serialise(line)  # before any change: may raise TypeError
+            # Written before the state changes: if the write fails, memory matches the file.
+            self._open().write(text)
+        level, entry = line["level"], _entry_of(line)
+        for k, subject in enumerate(_subjects_of(line)):
+            state = self._charged.get((level, subject))
+            if state is None:
+                state = self._charged[(level, subject)] = self._new_composition()
+            state.add(entry, epsilon=epsilon if k == 0 else None)
+        if level == SAMPLE_LEVEL:
+            client = int(line["client"])
+            self._participations[client] = self._participations.get(client, 0) + 1
+        else:
+            self.user_events.append(line)
+
+    def _epsilon(self, level: str, subject: int) -> float:
+        state = self._charged.get((level, subject))
+        return 0.0 if state is None else state.epsilon(self.delta)
 
     def user_epsilon(self) -> float:
         """The population's user-level epsilon (0.0 before any release)."""
-        return self._user.epsilon(self.delta) if self.user_events else 0.0
+        return self._epsilon(USER_LEVEL, POPULATION)
 
     def user_epsilon_of(self, client: int) -> float:
         """User-level epsilon of one client.
@@ -568,8 +503,7 @@ class PrivacyLedger:
         """
         if any(e.get("sampling") == "poisson" for e in self.user_events):
             return self.user_epsilon()
-        state = self._user_clients.get(client)
-        return 0.0 if state is None else state.epsilon(self.delta)
+        return self._epsilon(USER_LEVEL, int(client))
 
     def user_summary(self, population: int) -> dict[str, float]:
         """Min, median and max user-level epsilon over clients ``0..population-1``."""
@@ -592,7 +526,8 @@ class PrivacyLedger:
 
     def projected_user_epsilon(self, *, noise_multiplier: float, sample_rate: float) -> float:
         """Population user-level epsilon after one more release with these values."""
-        return self._user.projected((float(noise_multiplier), float(sample_rate), 1), self.delta)
+        entry = (float(noise_multiplier), float(sample_rate), 1)
+        return self._projected(USER_LEVEL, POPULATION, entry)
 
     def flush(self) -> None:
         """Push written lines to disk (flush + fsync). Call once per round."""
@@ -623,12 +558,11 @@ class PrivacyLedger:
 
     def epsilon_of(self, client: int) -> float:
         """Cumulative epsilon of ``client``; 0.0 for a client never recorded."""
-        state = self._clients.get(client)
-        return 0.0 if state is None else state.epsilon(self.delta)
+        return self._epsilon(SAMPLE_LEVEL, client)
 
     def epsilons(self) -> dict[int, float]:
         """Cumulative epsilon of every recorded client, by client id (ascending)."""
-        return {c: self._clients[c].epsilon(self.delta) for c in sorted(self._clients)}
+        return {c: self._epsilon(SAMPLE_LEVEL, c) for c in sorted(self._participations)}
 
     def participations(self, client: int) -> int:
         """Number of lines recorded for ``client`` (failed and zero-step ones included)."""
@@ -642,10 +576,7 @@ class PrivacyLedger:
         """
         if not isinstance(event, PrivacyEvent):
             raise PrivacyError(f"event must be a PrivacyEvent, got {type(event).__name__}")
-        state = self._clients.get(client)
-        if state is None:
-            state = self._new_composition()
-        return state.projected(event.entry, self.delta)
+        return self._projected(SAMPLE_LEVEL, client, event.entry)
 
     def summary(self, population: int) -> dict[str, float]:
         """Min, median and max epsilon over all ``population`` clients.
@@ -661,7 +592,7 @@ class PrivacyLedger:
         Raises:
             PrivacyError: ``population`` smaller than the number of recorded clients.
         """
-        seen = len(self._clients)
+        seen = len(self._participations)
         if not is_integral(population) or population < max(1, seen):
             raise PrivacyError(
                 f"population must be an integer >= {max(1, seen)} (clients recorded), "
@@ -704,31 +635,24 @@ class PrivacyLedger:
             PrivacyError: a bad ``delta`` or ``accountant`` argument.
         """
         path = Path(path)
-        numbered = _read_numbered(path)
-        records = [r for _, r in numbered]
-        d = check_delta(delta) if delta is not None else _infer(records, "delta", path)
+        lines = records.read_records(path)
+        d = check_delta(delta) if delta is not None else _infer(lines, "delta", path)
         if accountant is not None:
             name = check_accountant(accountant)
-        elif records:
-            name = _infer(records, "accountant", path)
+        elif lines:
+            name = _infer(lines, "accountant", path)
         else:
             name = "rdp"
         ledger = cls.__new__(cls)
         ledger._setup(path, delta=d, accountant=name)
-        for _, record in numbered:
-            if record["level"] == USER_LEVEL:
-                ledger._add_user(record)
-                continue
-            client = int(record["client"])
-            state = ledger._clients.get(client)
-            if state is None:
-                state = ledger._clients[client] = ledger._new_composition()
-            state.add(_event_of(record).entry)  # epsilon computed lazily, once per client
-            ledger._participations[client] = ledger._participations.get(client, 0) + 1
+        for line in lines:
+            # Epsilons are computed lazily, once per subject.
+            ledger._charge(line, epsilon=None, write=False)
         return ledger
 
     def __repr__(self) -> str:
         return (
             f"PrivacyLedger(path={str(self.path) if self.path else None!r}, "
-            f"delta={self.delta}, accountant={self.accountant!r}, clients={len(self._clients)})"
+            f"delta={self.delta}, accountant={self.accountant!r}, "
+            f"clients={len(self._participations)})"
         )

@@ -18,6 +18,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from fedsim.privacy.records import SAMPLE_LEVEL, USER_LEVEL
+
 __all__ = [
     "FIGURES",
     "FORMATS",
@@ -107,7 +109,7 @@ def plain(text: str) -> str:
 
 
 def _sample_lines(ledger: Sequence[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    return [r for r in ledger or [] if r.get("level") == "sample" and "client" in r]
+    return [r for r in ledger or [] if r.get("level") == SAMPLE_LEVEL and "client" in r]
 
 
 def client_epsilons(ledger: Sequence[dict[str, Any]] | None, population: int) -> np.ndarray:
@@ -147,7 +149,7 @@ def participation_counts(ledger: Sequence[dict[str, Any]] | None, population: in
     """
     ids: list[int] = [int(r["client"]) for r in _sample_lines(ledger)]
     for r in ledger or []:
-        if r.get("level") == "user":
+        if r.get("level") == USER_LEVEL:
             # The ledger reader keeps user-level lines unvalidated: skip anything odd.
             clients = r.get("clients")
             if isinstance(clients, list):

@@ -27,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from fedsim.errors import FedsimError
 from fedsim.report.figures import FIGURES, FORMATS, RunData, legend_labels, render_figures
 
 __all__ = [
@@ -42,7 +43,7 @@ __all__ = [
 _EXIT_OK, _EXIT_BAD_INPUT = 0, 2
 
 
-class ReportError(ValueError):
+class ReportError(FedsimError, ValueError):
     """A run directory, or one of its files, cannot be read; the message names it."""
 
 
@@ -124,9 +125,9 @@ def _parse_summary(file: Path) -> dict[str, Any]:
 
 
 def _parse_ledger(file: Path) -> list[dict[str, Any]]:
-    from fedsim.privacy.ledger import read_ledger
+    from fedsim.privacy.records import read_records
 
-    return read_ledger(file)
+    return read_records(file)
 
 
 def _parse_audit(file: Path) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from fedsim.clients.dp import plan_participation
 from fedsim.clients.worker import shard_sizes
 from fedsim.config import Scenario
 from fedsim.privacy import PrivacyEvent, PrivacyLedger
-from fedsim.rundir import clean_json
+from fedsim.rundir import RunDir, clean_json
 
 EventHook = Callable[[int, int, PrivacyEvent], PrivacyEvent]
 
@@ -37,7 +37,7 @@ def write_run(
     event_hook: EventHook | None = None,
     summary: bool = True,
 ) -> Path:
-    """Write scenario.toml, a correct privacy ledger and summary.json into ``path``.
+    """Write scenario.toml, clients.json, a correct privacy ledger and summary.json.
 
     Args:
         path: Directory to create.
@@ -49,6 +49,7 @@ def write_run(
     path.mkdir(parents=True, exist_ok=True)
     (path / "scenario.toml").write_text(scenario.to_toml(), encoding="utf-8")
     sizes = shard_sizes(scenario)
+    RunDir(path).write_clients(sizes)  # as the server does at the start of a run
     dp = scenario.dp
     with PrivacyLedger(
         path / "privacy_ledger.jsonl", delta=dp.delta, accountant=dp.accountant

@@ -139,3 +139,60 @@ def test_corrupt_user_level_line_names_its_number(tmp_path: Path) -> None:
     with pytest.raises(AuditInputError, match="'status'") as info:
         audit_run(run, accountants=["rdp"])
     assert info.value.line_no == 1
+
+
+# --------------------------------------------------------------------------- clients.json
+
+
+def test_a_run_without_clients_json_warns_instead_of_loading_the_data(clean_run: Path) -> None:
+    # A run written before clients.json existed: the audit says what it cannot check.
+    (clean_run / "clients.json").unlink()
+    lines = read_lines(clean_run)
+    lines[0]["steps"] += 1000  # more steps than planned: only the shard size reveals it
+    write_lines(clean_run, lines)
+    report = audit_run(clean_run, accountants=["rdp"])
+    kinds = {f.kind for f in report.findings}
+    assert "shards-unknown" in kinds
+    assert "plan-mismatch" not in kinds
+
+
+def test_the_plans_are_checked_against_clients_json(clean_run: Path) -> None:
+    lines = read_lines(clean_run)
+    lines[0]["steps"] += 1000
+    write_lines(clean_run, lines)
+    report = audit_run(clean_run, accountants=["rdp"])
+    assert [f.line for f in report.findings if f.kind == "plan-mismatch"] == [1]
+    assert "shards-unknown" not in {f.kind for f in report.findings}
+
+
+def test_the_shard_sizes_come_from_the_run_directory(clean_run: Path) -> None:
+    sizes = json.loads((clean_run / "clients.json").read_text())["train_shard_sizes"]
+    loaded = audit_inputs.load_run(clean_run)
+    assert loaded.shard_sizes is not None and loaded.shard_sizes.tolist() == sizes
+    # Shrink every shard to the batch size: every line's sample rate is now wrong.
+    doc = {"population": len(sizes), "train_shard_sizes": [16] * len(sizes)}
+    (clean_run / "clients.json").write_text(json.dumps(doc))
+    report = audit_run(clean_run, accountants=["rdp"])
+    assert len([f for f in report.findings if f.kind == "sample-rate"]) == len(
+        read_lines(clean_run)
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"population": 6, "train_shard_sizes": [1, 2', "cannot read"),
+        ('{"population": 6, "train_shard_sizes": [1, -2, 3, 4, 5, 6]}', "integers >= 0"),
+        ('{"population": 5, "train_shard_sizes": [1, 2, 3, 4, 5, 6]}', "'population' = 5"),
+        ('{"population": 3, "train_shard_sizes": [1, 2, 3]}', "lists 3 clients"),
+    ],
+)
+def test_a_corrupt_clients_json_is_bad_input(
+    clean_run: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    (clean_run / "clients.json").write_text(text)
+    with pytest.raises(AuditInputError, match=message):
+        audit_run(clean_run, accountants=["rdp"])
+    code, out = _command(clean_run, capsys, acc="rdp")
+    assert code == EXIT_BAD_INPUT
+    assert "clients.json" in out
