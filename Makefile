@@ -8,7 +8,9 @@ STAMP  := $(VENV)/.fedsim-installed
 
 .PHONY: demo test test-fast lint install clean results
 
-SCENARIOS := quickstart digits_dp digits_user_dp synthetic shakespeare_lstm
+SCENARIOS := quickstart digits_dp digits_user_dp user_dp_1000 synthetic shakespeare_lstm
+# The same runs with DP off, for the rows that compare against them (runs/NAME_nodp).
+NODP      := quickstart user_dp_1000
 
 install: $(STAMP)
 
@@ -41,7 +43,11 @@ results: $(STAMP)
 	for s in $(SCENARIOS); do \
 		$(VENV)/bin/fedsim run scenarios/$$s.toml --out runs/$$s --overwrite --quiet || exit 1; \
 	done
-	$(VENV)/bin/fedsim results $(addprefix runs/,$(SCENARIOS))
+	for s in $(NODP); do \
+		$(VENV)/bin/fedsim run scenarios/$$s.toml --set dp.mode=off --out runs/$${s}_nodp \
+			--overwrite --quiet || exit 1; \
+	done
+	$(VENV)/bin/fedsim results $(addprefix runs/,$(SCENARIOS) $(addsuffix _nodp,$(NODP)))
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -203,12 +203,16 @@ def client_speed(scenario: Scenario, client: int) -> float:
 
 
 def load_scenario_data(scenario: Scenario) -> DatasetBundle:
-    """The scenario's dataset (cached per process by fedsim.data), with its audit canaries."""
+    """The scenario's dataset (cached per process by fedsim.data), validation split, canaries."""
     bundle = load_dataset(
         scenario.data.name,
         seed=scenario.seed,
         **scenario.data.loader_options(scenario.population),
     )
+    if scenario.data.validation_fraction > 0:
+        from fedsim.data.validation import with_validation
+
+        bundle = with_validation(bundle, scenario.data.validation_fraction, scenario.seed)
     if scenario.audit.canaries:
         from fedsim.canaries import with_canaries
 

@@ -127,6 +127,13 @@ class DataConfig(_Section):
     alpha: float = Field(0.5, gt=0.0, description="Dirichlet concentration (dirichlet only)")
     min_partition_size: int = Field(2, ge=0, description="fewest samples a client may get")
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    validation_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="share of the training split held out and evaluated instead of the test "
+        "split, for choosing settings (0: evaluate the test split)",
+    )
     mnist1d_samples: int = Field(5000, ge=10, description="MNIST-1D samples to generate")
     shakespeare: ShakespeareOptions = ShakespeareOptions()
     synthetic: SyntheticOptions = SyntheticOptions()

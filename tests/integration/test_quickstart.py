@@ -1,4 +1,4 @@
-"""The shipped quickstart, as a user runs it: DP off reaches 0.85; DP on, every epsilon finite."""
+"""The shipped quickstart as a user runs it: 0.85 accuracy with DP off, and with DP-SGD at eps 8."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_quickstart(dp: str, tmp_path: Path) -> None:
     )
     assert code == 0
     metrics = read_jsonl(out / "metrics.jsonl")
-    assert len(metrics) == 10
+    assert len(metrics) == 5
     if dp == "off":
         assert metrics[-1]["accuracy"] >= 0.85
         assert not (out / "privacy_ledger.jsonl").exists() or not read_jsonl(
@@ -39,5 +39,7 @@ def test_quickstart(dp: str, tmp_path: Path) -> None:
     else:
         ledger = read_jsonl(out / "privacy_ledger.jsonl")
         assert ledger and all(math.isfinite(x["epsilon"]) and x["epsilon"] > 0 for x in ledger)
-        summary = read_jsonl(out / "metrics.jsonl")[-1]
-        assert math.isfinite(summary["epsilon_max"])
+        last = metrics[-1]
+        # The issue-15 target for the demo: DP-SGD at >= 0.85 test accuracy, epsilon <= 8.
+        assert last["accuracy"] >= 0.85
+        assert math.isfinite(last["epsilon_max"]) and last["epsilon_max"] <= 8.0
