@@ -177,6 +177,47 @@ def resume(run_dir: str | Path, *, progress: bool = True) -> RunResult:
         rundir.unlock()
 
 
+def run_on_grid(
+    grid: Grid,
+    scenario: Scenario,
+    out: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> RunResult:
+    """Run a scenario's server loop over a Grid that Flower already provides.
+
+    For a ServerApp that Flower's runtime started (`flwr run`, see fedsim.flower_app):
+    Ray and the supernodes are Flower's, so nothing is started here. The run
+    directory is created, written and finished exactly as by `run` (summary.json
+    last); the cohorts go to the real node ids of `grid`.
+
+    Raises:
+        RunDirError: as `run`.
+        RunInterrupted: a stop request ended the run between rounds (resumable).
+        Any error of the server loop (e.g. every client failing), after the files
+        written so far are closed.
+    """
+
+    def on_grid(sc: Scenario, state: _ServerState) -> None:
+        try:
+            _server_loop(grid, sc, state)
+        except RunStopped:  # the round in flight is dropped, as in `run`
+            _mark_interrupted(state, "interrupted by a signal during a round")
+        except Exception as exc:  # raised by _execute once the files are closed
+            state.error = exc
+
+    rundir = RunDir(out if out is not None else Path("runs") / scenario.name)
+    try:
+        with storage_errors(rundir.path):
+            rundir.create(overwrite=overwrite)  # takes the run's lock
+            rundir.write_text(rundir.scenario, scenario.to_toml())
+            state = _ServerState(scenario, rundir, RunProgress(scenario, enabled=progress))
+            return _execute(scenario, state, simulate=on_grid)
+    finally:
+        rundir.unlock()
+
+
 def _finished(rundir: RunDir, summary: dict[str, Any]) -> RunResult:
     """The result of a run that already completed, read without changing a file."""
     return RunResult(
@@ -188,12 +229,12 @@ def _finished(rundir: RunDir, summary: dict[str, Any]) -> RunResult:
     )
 
 
-def _execute(scenario: Scenario, state: _ServerState) -> RunResult:
+def _execute(scenario: Scenario, state: _ServerState, simulate: Any = None) -> RunResult:
     rundir = state.rundir
     started = time.perf_counter()
     _STOP.clear()
     try:
-        _simulate(scenario, state)
+        (simulate or _simulate)(scenario, state)
     finally:
         state.close()
     wall = time.perf_counter() - started
@@ -1080,4 +1121,12 @@ def _dist(name: str) -> str:
     return version(name)
 
 
-__all__ = ["RunInterrupted", "RunResult", "SimulationError", "ScenarioError", "resume", "run"]
+__all__ = [
+    "RunInterrupted",
+    "RunResult",
+    "SimulationError",
+    "ScenarioError",
+    "resume",
+    "run",
+    "run_on_grid",
+]
