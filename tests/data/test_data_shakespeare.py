@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -28,12 +26,13 @@ def uncapped():
     return load_shakespeare(seed=0, max_samples_per_role=None)
 
 
-def test_parse_is_fast_and_cached() -> None:
+def test_parse_is_cached() -> None:
+    # How fast the parse is belongs in a benchmark (a shared machine makes a timed
+    # unit test flaky); what a user relies on is that it happens once per process.
     parse_all_plays.cache_clear()
-    start = time.perf_counter()
     first = parse_all_plays()
-    assert time.perf_counter() - start < 2.0
     assert parse_all_plays() is first
+    assert parse_all_plays.cache_info().hits == 1
 
 
 POEMS = {
