@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -172,13 +170,12 @@ def test_data_error_is_value_error() -> None:
     assert issubclass(DataError, ValueError)
 
 
-def test_ten_thousand_clients_is_fast() -> None:
+def test_ten_thousand_clients_partition_every_example_once() -> None:
+    # Its speed is measured by benchmarks/scale.py (10,000 clients), not asserted here:
+    # a wall-clock bound in a unit test fails on a shared machine.
     big = _dataset(n=60_000, num_groups=None)
-    start = time.perf_counter()
     iid = partition_indices(big, method="iid", num_clients=10_000, seed=0)
     # min_size=0: with 6 samples per client on average some clients draw none (at any alpha).
     dirichlet = partition_indices(big, method="dirichlet", num_clients=10_000, seed=0, min_size=0)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0
     assert len(iid) == len(dirichlet) == 10_000
     assert sum(p.size for p in dirichlet) == 60_000
