@@ -34,7 +34,6 @@ from fedsim.checkpoint import (
     scenario_hash,
     strategy_state,
 )
-from fedsim.clients.dp import plan_participation
 from fedsim.clients.engine import EngineChoice, choose_engine
 from fedsim.clients.evaluate import evaluate
 from fedsim.clients.trainer import build_global_model, choose_grad_sample_mode
@@ -43,6 +42,7 @@ from fedsim.config import Scenario, ScenarioError
 from fedsim.failures import FailureWatch
 from fedsim.grid import RoundReport, RunStopped, VirtualClientGrid, cohort_size
 from fedsim.privacy import PrivacyEvent, PrivacyLedger, epsilon
+from fedsim.privacy.plan import scenario_plan as plan_participation
 from fedsim.progress import RunProgress
 from fedsim.registry import worker_sys_path
 from fedsim.rundir import (
@@ -705,8 +705,7 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
         # the cohort a function of (seed, round) alone.
         random.seed(derive_seed(sc.seed, "sample-clients", rnd))
         messages = strategy.configure_train(rnd, arrays, ConfigRecord(), vgrid)
-        replies = vgrid.send_and_receive(messages, timeout=sc.backend.round_timeout)
-        report = vgrid.reports.pop()
+        replies, report = vgrid.exchange(messages, timeout=sc.backend.round_timeout)
         _record_privacy(state, report, sizes)
         failures.observe(report)  # real client errors stop the run (fedsim.failures)
         new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
@@ -736,8 +735,7 @@ def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
         if sc.evaluation.federated_fraction > 0 and ((every and rnd % every == 0) or last):
             random.seed(derive_seed(sc.seed, "sample-evaluators", rnd))
             ev_msgs = strategy.configure_evaluate(rnd, arrays, ConfigRecord(), vgrid)
-            ev_replies = vgrid.send_and_receive(ev_msgs, timeout=sc.backend.round_timeout)
-            ev_report = vgrid.reports.pop()
+            ev_replies, ev_report = vgrid.exchange(ev_msgs, timeout=sc.backend.round_timeout)
             row["cohorts_resent"] += ev_report.cohorts_resent
             row["worker_restarts"] += ev_report.worker_restarts
             fed = strategy.aggregate_evaluate(rnd, ev_replies)

@@ -68,9 +68,8 @@ def one_round(
     model = build_global_model(sc, (1, 8, 8), 10)
     random.seed(7)
     msgs = strategy.configure_train(1, ArrayRecord(model.state_dict()), ConfigRecord(), grid)
-    replies = grid.send_and_receive(msgs)
+    replies, report = grid.exchange(msgs)
     arrays, _ = strategy.aggregate_train(1, replies)
-    report = grid.reports.pop()
     return arrays.to_torch_state_dict(), report.outcomes, inner
 
 
@@ -241,8 +240,8 @@ def _grid_round(
     model = build_global_model(sc, (1, 8, 8), 10)
     random.seed(7)
     msgs = strategy.configure_train(rnd, ArrayRecord(model.state_dict()), ConfigRecord(), grid)
-    replies = grid.send_and_receive(msgs)
-    return replies, grid.reports.pop(), grid
+    replies, report = grid.exchange(msgs)
+    return replies, report, grid
 
 
 def test_resent_cohort_is_counted_and_its_lost_attempt_charged(
