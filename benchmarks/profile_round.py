@@ -101,8 +101,8 @@ def profile_server(sc: Any, out: Path, workdir: Path, cprofile: bool = True) -> 
             if cprofile:
                 prof.disable()
 
-    def build_strategy(scenario: Any) -> Any:
-        strategy = saved["build_strategy"](scenario)
+    def build_strategy(scenario: Any, *args: Any) -> Any:
+        strategy = saved["build_strategy"](scenario, *args)
         configure, aggregate = strategy.configure_train, strategy.aggregate_train
 
         def configure_train(server_round: int, *a: Any, **kw: Any) -> Any:

@@ -32,7 +32,7 @@ CLIENT_ERROR_CODE = 3
 
 @dataclass
 class RoundReport:
-    """What the grid saw in one send_and_receive, for the ledger and the metrics.
+    """What the grid saw in one exchange, for the ledger and the metrics.
 
     `outcomes` holds one entry per client and cohort attempt: a cohort whose worker
     failed and that was sent again appears once with `extra["resent"]` (it may have
@@ -123,6 +123,8 @@ class VirtualClientGrid(Grid):
         poll_interval: seconds between polls for cohort replies.
         chunk: clients per vectorised chunk (1 for the sequential engine); K is a
             multiple of it.
+        stop_event: set on SIGINT/SIGTERM: stop waiting for cohort replies
+            (`RunStopped`).
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class VirtualClientGrid(Grid):
         available: Callable[[], Sequence[int]] | None = None,
         poll_interval: float = 0.005,
         chunk: int = 1,
+        stop_event: threading.Event | None = None,
     ) -> None:
         self.inner = inner
         self.chunk = chunk
@@ -146,9 +149,7 @@ class VirtualClientGrid(Grid):
         self.available = available
         self.poll_interval = poll_interval
         self.current_round = 0
-        self.reports: list[RoundReport] = []
-        # Set by the server on SIGINT/SIGTERM: stop waiting for cohort replies.
-        self.stop_event: threading.Event | None = None
+        self.stop_event = stop_event
         self._pending: dict[str, Message] = {}
         self._replies: dict[str, Message] = {}
         self._worker_pids: dict[str, int] = {}  # Ray actor id -> its process id
@@ -195,23 +196,46 @@ class VirtualClientGrid(Grid):
         wanted = [m for m in message_ids]
         to_send = [self._pending.pop(m) for m in wanted if m in self._pending]
         if to_send:
-            for reply in self._exchange(to_send, timeout=None):
+            for reply in self._exchange(to_send, timeout=None)[0]:
                 self._replies[reply.metadata.reply_to_message_id] = reply
         return [self._replies.pop(m) for m in wanted if m in self._replies]
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> list[Message]:
-        """Send the messages as cohorts and return one reply per message, by client id."""
+        """Send the messages as cohorts and return one reply per message, by client id.
+
+        Flower's Grid API, for strategies that exchange messages themselves; the
+        round loop uses `exchange`, which also returns what happened to each client.
+        """
+        return self.exchange(messages, timeout=timeout)[0]
+
+    def exchange(
+        self,
+        messages: Iterable[Message],
+        *,
+        round: int | None = None,
+        timeout: float | None = None,
+    ) -> tuple[list[Message], RoundReport]:
+        """`send_and_receive` with the round's report: the replies and every outcome.
+
+        Args:
+            messages: the strategy's messages, one per virtual client.
+            round: the server round they belong to (default: the current one).
+            timeout: seconds to wait for the cohorts' replies.
+        """
+        if round is not None:
+            self.current_round = round
         msgs = list(messages)
         for msg in msgs:
             msg.metadata.__dict__["_message_id"] = str(uuid.uuid4())
         return self._exchange(msgs, timeout=timeout)
 
-    def _exchange(self, msgs: list[Message], timeout: float | None) -> list[Message]:
+    def _exchange(
+        self, msgs: list[Message], timeout: float | None
+    ) -> tuple[list[Message], RoundReport]:
         if not msgs:
-            self.reports.append(RoundReport("none", self.current_round, [], 0, []))
-            return []
+            return [], RoundReport("none", self.current_round, [], 0, [])
         # Fixed order by client id: the strategy then sums updates in the same order
         # whatever K, worker count or scheduling, so results are bit-identical.
         msgs.sort(key=lambda m: m.metadata.dst_node_id)
@@ -316,7 +340,7 @@ class VirtualClientGrid(Grid):
         n_cohorts: int,
         lost: list[ClientOutcome],
         resent: int,
-    ) -> list[Message]:
+    ) -> tuple[list[Message], RoundReport]:
         out: list[Message] = []
         # Lost attempts first: with the stable sort below, a client's lost attempt
         # precedes its re-sent outcome (the ledger's lines keep that order).
@@ -359,19 +383,17 @@ class VirtualClientGrid(Grid):
                 out.append(Message(content, reply_to=msg))
         outcomes.sort(key=lambda o: o.client)
         out.sort(key=lambda m: m.metadata.src_node_id)
-        self.reports.append(
-            RoundReport(
-                kind,
-                self.current_round,
-                outcomes,
-                n_cohorts,
-                cohort_errors,
-                nodes,
-                cohorts_resent=resent,
-                worker_restarts=restarts,
-            )
+        report = RoundReport(
+            kind,
+            self.current_round,
+            outcomes,
+            n_cohorts,
+            cohort_errors,
+            nodes,
+            cohorts_resent=resent,
+            worker_restarts=restarts,
         )
-        return out
+        return out, report
 
     def _note_worker(self, info: dict[str, Any]) -> int:
         """1 if this reply's worker (Ray actor) now runs in a new process: it restarted."""

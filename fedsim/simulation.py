@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import platform
-import random
 import signal
 import socket
 import threading
@@ -22,19 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 import fedsim
-from fedsim.checkpoint import (
-    Checkpoint,
-    plan_resume,
-    restore_strategy_state,
-    save_checkpoint,
-    scenario_hash,
-    strategy_state,
-)
-from fedsim.clients.dp import plan_participation
+from fedsim.checkpoint import Checkpoint, plan_resume, restore_strategy_state, scenario_hash
 from fedsim.clients.engine import EngineChoice, choose_engine
 from fedsim.clients.evaluate import evaluate
 from fedsim.clients.trainer import build_global_model, choose_grad_sample_mode
@@ -42,8 +33,21 @@ from fedsim.clients.worker import load_scenario_data
 from fedsim.config import Scenario, ScenarioError
 from fedsim.errors import FedsimError
 from fedsim.failures import FailureWatch
-from fedsim.grid import RoundReport, RunStopped, VirtualClientGrid, cohort_size
-from fedsim.privacy import PrivacyEvent, PrivacyLedger, epsilon
+from fedsim.grid import RunStopped, VirtualClientGrid, cohort_size
+from fedsim.loop import Evaluator, RoundLoop, RoundObserver
+from fedsim.observers import (
+    BudgetStop,
+    CanaryAudit,
+    Checkpointer,
+    FailureObserver,
+    MetricsWriter,
+    OneShotAudit,
+    ProgressObserver,
+    SignalStop,
+    TrackingObserver,
+    final_weights,
+)
+from fedsim.privacy.accounting import PrivacyAccounting
 from fedsim.progress import RunProgress
 from fedsim.registry import worker_sys_path
 from fedsim.rundir import (
@@ -54,11 +58,9 @@ from fedsim.rundir import (
     read_jsonl,
     storage_errors,
 )
-from fedsim.seeding import derive_seed, numpy_rng
+from fedsim.seeding import numpy_rng
 from fedsim.shards import build_shards
 from fedsim.strategies import build_strategy
-from fedsim.strategies.dp_fedavg import DPFedAvg
-from fedsim.strategies.factory import user_noise_multiplier
 from fedsim.tracking import open_tracker
 
 
@@ -115,7 +117,7 @@ def run(
         with storage_errors(rundir.path):
             rundir.create(overwrite=overwrite)  # takes the run's lock
             rundir.write_text(rundir.scenario, scenario.to_toml())
-            state = _ServerState(scenario, rundir, RunProgress(scenario, enabled=progress))
+            state = ServerRun(scenario, rundir, RunProgress(scenario, enabled=progress))
             return _execute(scenario, state)
     finally:
         rundir.unlock()
@@ -169,7 +171,7 @@ def resume(run_dir: str | Path, *, progress: bool = True) -> RunResult:
                     markup=False,
                     highlight=False,
                 )
-            state = _ServerState(
+            state = ServerRun(
                 scenario, rundir, RunProgress(scenario, enabled=progress), resume=plan.checkpoint
             )
             return _execute(scenario, state)
@@ -199,20 +201,20 @@ def run_on_grid(
         written so far are closed.
     """
 
-    def on_grid(sc: Scenario, state: _ServerState) -> None:
+    def on_grid(sc: Scenario, state: ServerRun) -> None:
         try:
             _server_loop(grid, sc, state)
         except RunStopped:  # the round in flight is dropped, as in `run`
-            _mark_interrupted(state, "interrupted by a signal during a round")
+            state.interrupt("interrupted by a signal during a round")
         except Exception as exc:  # raised by _execute once the files are closed
-            state.error = exc
+            state.fail(exc)
 
     rundir = RunDir(out if out is not None else Path("runs") / scenario.name)
     try:
         with storage_errors(rundir.path):
             rundir.create(overwrite=overwrite)  # takes the run's lock
             rundir.write_text(rundir.scenario, scenario.to_toml())
-            state = _ServerState(scenario, rundir, RunProgress(scenario, enabled=progress))
+            state = ServerRun(scenario, rundir, RunProgress(scenario, enabled=progress))
             return _execute(scenario, state, simulate=on_grid)
     finally:
         rundir.unlock()
@@ -229,7 +231,7 @@ def _finished(rundir: RunDir, summary: dict[str, Any]) -> RunResult:
     )
 
 
-def _execute(scenario: Scenario, state: _ServerState, simulate: Any = None) -> RunResult:
+def _execute(scenario: Scenario, state: ServerRun, simulate: Any = None) -> RunResult:
     rundir = state.rundir
     started = time.perf_counter()
     _STOP.clear()
@@ -320,8 +322,12 @@ def _restore_signal_handlers(previous: dict[int, Any]) -> None:
 # --------------------------------------------------------------------------- server
 
 
-class _ServerState:
-    """Everything the ServerApp thread writes, readable after the run."""
+class ServerRun:
+    """One run on the server side: its files, its privacy accounting, how it ended.
+
+    `serve` runs the rounds (a `RoundLoop` with its observers); what it leaves here
+    is what `_execute` needs after Ray has shut down.
+    """
 
     def __init__(
         self,
@@ -335,53 +341,116 @@ class _ServerState:
         self.progress = progress
         self.tracker = open_tracker(scenario, rundir.path, progress.phase)
         self.resume_from = resume
-        self.ledger: PrivacyLedger | None = None
-        self.ledger_lines = 0
-        try:
-            self._load_files()
+        try:  # read back what a resumed run already has
+            self.metrics: list[dict[str, Any]] = (
+                read_jsonl(rundir.metrics) if rundir.metrics.exists() else []
+            )
+            self.metrics_file = JsonLines(rundir.metrics)
+            self.accounting = PrivacyAccounting.open(scenario, rundir.ledger)
         except ValueError as exc:  # a corrupt line: bad input (exit 2), not a failed run
             raise RunDirCorruptError(f"cannot continue the run in {rundir.path}: {exc}") from exc
-        self.interrupted = False
         self.grad_sample_mode: str | None = None
         self.engine: EngineChoice | None = None
         self.final_state: dict[str, torch.Tensor] = {}
         self.error: BaseException | None = None
-        self.mismatches = 0
+        self.interrupted = False
         self.stopped: str | None = None
-        self._budget_cache: dict[int, tuple[int, bool]] = {}
-        self.user_participations: dict[int, int] = {}
-        if self.ledger is not None:
-            for event in self.ledger.user_events:
-                for c in event.get("clients", []):
-                    self.user_participations[c] = self.user_participations.get(c, 0) + 1
 
-    def _load_files(self) -> None:
-        """Read back the metrics and ledger lines a resumed run already has."""
-        rundir, dp = self.rundir, self.scenario.dp
-        self.metrics: list[dict[str, Any]] = (
-            read_jsonl(rundir.metrics) if rundir.metrics.exists() else []
-        )
-        self.metrics_file = JsonLines(rundir.metrics)
-        if dp.mode in ("sample", "user"):
-            if rundir.ledger.exists() and rundir.ledger.stat().st_size > 0:
-                self.ledger = PrivacyLedger.load(
-                    rundir.ledger, delta=dp.delta, accountant=dp.accountant
-                )
-                self.ledger_lines = len(read_jsonl(rundir.ledger))
-            else:
-                self.ledger = PrivacyLedger(rundir.ledger, delta=dp.delta, accountant=dp.accountant)
+    def interrupt(self, why: str) -> None:
+        """The run stops early and stays resumable; the first reason given is kept."""
+        self.interrupted = True
+        if self.stopped is None:
+            self.stopped = why
+
+    def fail(self, exc: BaseException) -> None:
+        """The run failed: `exc` is raised to the caller once Ray has shut down."""
+        if self.error is None:
+            self.error = exc
 
     def close(self) -> None:
         self.metrics_file.close()
-        if self.ledger is not None:
-            self.ledger.close()
+        self.accounting.close()
         self.progress.stop()
+
+    def serve(self, grid: Grid) -> None:
+        """Build the run's components on `grid` and run its rounds."""
+        sc = self.scenario
+        self.progress.phase(f"loading data ({sc.data.name})")
+        bundle = load_scenario_data(sc)
+        self.progress.phase(f"building shards ({sc.population} clients)")
+        shards = build_shards(sc, bundle)
+        self.accounting.set_shard_sizes(shards.sizes())
+        self.rundir.write_clients(shards.sizes())  # what the audit checks plans against
+        strategy = build_strategy(sc, self.accounting)
+        model = build_global_model(sc, bundle.input_shape, bundle.num_classes)
+        engine = self._note_engine(model, bundle)
+        initial = {k: v.clone() for k, v in model.state_dict().items()}
+        arrays, first = ArrayRecord(model.state_dict()), 1
+        if self.resume_from is not None:
+            arrays = ArrayRecord({k: v.clone() for k, v in self.resume_from.weights.items()})
+            restore_strategy_state(strategy, self.resume_from.strategy_state)
+            first = self.resume_from.round + 1
+        vgrid = VirtualClientGrid(
+            grid,
+            population=sc.population,
+            workers=sc.backend.workers,
+            clients_per_message=sc.backend.clients_per_message,
+            scenario_json=sc.fingerprint(),
+            chunk=engine.vector_clients or 1,
+            available=self.accounting.budget_filter(),
+            stop_event=_STOP,
+        )
+        loop = RoundLoop(
+            sc,
+            strategy=strategy,
+            grid=vgrid,
+            accounting=self.accounting,
+            arrays=arrays,
+            evaluate=_central_evaluation(sc, model, bundle),
+            observers=self._observers(model, bundle, initial),
+            first_round=first,
+        )
+        self.progress.start(sc.rounds, done=first - 1, previous=self.metrics[: first - 1])
+        loop.run()
+        if loop.stop is not None:
+            self.stopped, self.interrupted = loop.stop.reason, loop.stop.interrupted
+        self.final_state = final_weights(loop)
+
+    def _note_engine(self, model: Any, bundle: Any) -> EngineChoice:
+        """The same rules the workers apply to the same model: recorded in the summary."""
+        sc = self.scenario
+        engine = self.engine = choose_engine(sc, model, bundle.train)
+        if sc.dp.mode == "sample":
+            self.grad_sample_mode = (
+                "vectorised"
+                if engine.engine == "vectorised"
+                else choose_grad_sample_mode(model, sc.dp.grad_sample_mode)
+            )
+        return engine
+
+    def _observers(self, model: Any, bundle: Any, initial: dict[str, Any]) -> list[RoundObserver]:
+        """Signal and budget stops, failure watch, files, tracking, progress, audits."""
+        sc, accounting = self.scenario, self.accounting
+        observers: list[RoundObserver] = [
+            SignalStop(_STOP),
+            BudgetStop(accounting, self.progress.note),
+            FailureObserver(FailureWatch(sc, self.rundir.path)),
+            MetricsWriter(self.metrics, self.metrics_file, accounting),
+            TrackingObserver(self.tracker),
+            Checkpointer(sc, self.rundir.checkpoints, self.metrics, accounting),
+            ProgressObserver(self.progress),
+        ]
+        if sc.audit.canaries:
+            observers.append(CanaryAudit(sc, self.rundir, accounting, model, bundle))
+        if sc.dp.mode == "user" and sc.audit.canary_clients:
+            observers.append(OneShotAudit(sc, self.rundir, accounting, initial))
+        return observers
 
     def summary(self, wall: float) -> dict[str, Any]:
         sc = self.scenario
         evaluated = [m for m in self.metrics if m.get("accuracy") is not None]
         last = evaluated[-1] if evaluated else {}
-        eps = _epsilon_summary(self, sc)
+        eps = self.accounting.epsilon_summary()
         return {
             "scenario": sc.name,
             "rounds": len(self.metrics),
@@ -402,7 +471,7 @@ class _ServerState:
             else None,
             "clients_trained": sum(m["clients_trained"] for m in self.metrics),
             "clients_failed": sum(m["clients_failed"] for m in self.metrics),
-            "ledger_mismatches": self.mismatches,
+            "ledger_mismatches": self.accounting.mismatches,
             "privacy_level": {"sample": "example", "user": "user"}.get(sc.dp.mode),
             "max_epsilon": sc.dp.max_epsilon if sc.dp.mode != "off" else None,
             "stopped_early": self.stopped,
@@ -414,7 +483,7 @@ class _ServerState:
         }
 
 
-def _simulate(scenario: Scenario, state: _ServerState) -> None:
+def _simulate(scenario: Scenario, state: ServerRun) -> None:
     """Run the ServerApp and ClientApp on Ray; signals stop it cleanly at any point.
 
     The handlers go in before anything slow (imports, Ray start-up), so a SIGINT or
@@ -430,19 +499,13 @@ def _simulate(scenario: Scenario, state: _ServerState) -> None:
         _STOP.set()
         for thread in server_threads:  # it sees _STOP at its next poll
             thread.join(timeout=10)
-        _mark_interrupted(state, "stopped by a second signal")
+        state.interrupt("stopped by a second signal")
     finally:
         _restore_signal_handlers(previous)
 
 
-def _mark_interrupted(state: _ServerState, why: str) -> None:
-    state.interrupted = True
-    if state.stopped is None:
-        state.stopped = why
-
-
 def _run_on_ray(
-    scenario: Scenario, state: _ServerState, server_threads: list[threading.Thread]
+    scenario: Scenario, state: ServerRun, server_threads: list[threading.Thread]
 ) -> None:
     from flwr.simulation import run_simulation
 
@@ -458,10 +521,9 @@ def _run_on_ray(
         except RunStopped:
             # A signal during a round: that round is dropped; the last checkpoint
             # (and the ledger lines up to it) stand.
-            state.stopped = "interrupted by a signal during a round"
-            state.interrupted = True
+            state.interrupt("interrupted by a signal during a round")
         except BaseException as exc:  # surfaced to the caller after Ray shuts down
-            state.error = exc
+            state.fail(exc)
             raise
 
     flwr_logger = logging.getLogger("flwr")
@@ -479,7 +541,7 @@ def _run_on_ray(
         _install_signal_handlers()
         if _STOP.is_set():
             first = state.resume_from.round + 1 if state.resume_from else 1
-            _mark_interrupted(state, f"interrupted during start-up, before round {first}")
+            state.interrupt(f"interrupted during start-up, before round {first}")
             return
         state.progress.phase("starting the Flower simulation engine")
         _IN_FLOWER.set()
@@ -494,10 +556,9 @@ def _run_on_ray(
         finally:
             _IN_FLOWER.clear()
         if _SECOND_SIGNAL.is_set():
-            _mark_interrupted(state, "stopped by a second signal (in-flight cohorts dropped)")
+            state.interrupt("stopped by a second signal (in-flight cohorts dropped)")
     except Exception as exc:
-        if state.error is None:
-            state.error = exc
+        state.fail(exc)
     finally:
         flwr_logger.setLevel(old_level)
         _stop_ray(session)
@@ -701,321 +762,21 @@ def _check_ray_address(scenario: Scenario) -> None:
         ) from exc
 
 
-def _server_loop(grid: Grid, sc: Scenario, state: _ServerState) -> None:
-    state.progress.phase(f"loading data ({sc.data.name})")
-    bundle = load_scenario_data(sc)
-    state.progress.phase(f"building shards ({sc.population} clients)")
-    shards = build_shards(sc, bundle)
-    sizes = shards.sizes()
-    state.rundir.write_clients(sizes)  # what the audit checks the plans against
-    strategy = build_strategy(sc)
-    model = build_global_model(sc, bundle.input_shape, bundle.num_classes)
-    # The same rules the workers apply to the same model: recorded in the summary.
-    state.engine = choose_engine(sc, model, bundle.train)
-    if sc.dp.mode == "sample":
-        state.grad_sample_mode = (
-            "vectorised"
-            if state.engine.engine == "vectorised"
-            else choose_grad_sample_mode(model, sc.dp.grad_sample_mode)
-        )
-    arrays = ArrayRecord(model.state_dict())
-    first = 1
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
-    if state.resume_from is not None:
-        arrays = ArrayRecord({k: v.clone() for k, v in state.resume_from.weights.items()})
-        restore_strategy_state(strategy, state.resume_from.strategy_state)
-        first = state.resume_from.round + 1
-    vgrid = VirtualClientGrid(
-        grid,
-        population=sc.population,
-        workers=sc.backend.workers,
-        clients_per_message=sc.backend.clients_per_message,
-        scenario_json=sc.fingerprint(),
-        chunk=state.engine.vector_clients or 1,
-    )
+def _server_loop(grid: Grid, sc: Scenario, run: ServerRun) -> None:
+    """The ServerApp's work: `run`'s rounds on Flower's grid (`ServerRun.serve`)."""
+    run.serve(grid)
+
+
+def _central_evaluation(sc: Scenario, model: Any, bundle: Any) -> Evaluator:
+    """Accuracy and loss of the global weights on the test set (or its fixed subset)."""
     test_idx = _test_indices(sc, len(bundle.test))
-    vgrid.available = _budget_filter(sc, state, sizes)
-    vgrid.stop_event = _STOP
-    failures = FailureWatch(sc, state.rundir.path)
-    state.progress.start(sc.rounds, done=first - 1, previous=state.metrics[: first - 1])
-    for rnd in range(first, sc.rounds + 1):
-        t0 = time.perf_counter()
-        if _STOP.is_set():
-            state.stopped = f"interrupted by a signal before round {rnd}"
-            state.interrupted = True
-            break
-        stop = _budget_stop(sc, state, strategy, vgrid)
-        if stop:
-            state.stopped = stop
-            state.progress.note(stop)
-            break
-        vgrid.current_round = rnd
-        # Flower samples with the module-level `random`; seeding it per round makes
-        # the cohort a function of (seed, round) alone.
-        random.seed(derive_seed(sc.seed, "sample-clients", rnd))
-        messages = strategy.configure_train(rnd, arrays, ConfigRecord(), vgrid)
-        replies = vgrid.send_and_receive(messages, timeout=sc.backend.round_timeout)
-        report = vgrid.reports.pop()
-        _record_privacy(state, report, sizes)
-        failures.observe(report)  # real client errors stop the run (fedsim.failures)
-        new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
-        if new_arrays is not None:
-            arrays = new_arrays
-        if isinstance(strategy, DPFedAvg) and state.ledger is not None:
-            rel = strategy.releases[-1]
-            state.ledger.record_user(
-                round=rnd,
-                noise_multiplier=rel.noise_multiplier,
-                sample_rate=rel.sample_rate,
-                clip_norm=rel.clip_norm,
-                sampling=rel.sampling,
-                clients=rel.clients,
-                **rel.ledger_fields(),
-            )
-            state.ledger_lines += 1
-            for c in rel.clients:
-                state.user_participations[c] = state.user_participations.get(c, 0) + 1
-        row: dict[str, Any] = {"round": rnd, "accuracy": None, "loss": None}
-        row["train_loss"] = _finite(train_metrics, "train_loss")
-        row.update(_epsilon_row(state, sc))
-        row.update(_client_counts(report))
-        row["ray_nodes"] = sorted(set(report.nodes))
-        last = rnd == sc.rounds
-        every = sc.evaluation.every
-        if sc.evaluation.federated_fraction > 0 and ((every and rnd % every == 0) or last):
-            random.seed(derive_seed(sc.seed, "sample-evaluators", rnd))
-            ev_msgs = strategy.configure_evaluate(rnd, arrays, ConfigRecord(), vgrid)
-            ev_replies = vgrid.send_and_receive(ev_msgs, timeout=sc.backend.round_timeout)
-            ev_report = vgrid.reports.pop()
-            row["cohorts_resent"] += ev_report.cohorts_resent
-            row["worker_restarts"] += ev_report.worker_restarts
-            fed = strategy.aggregate_evaluate(rnd, ev_replies)
-            row["fed_accuracy"] = _finite(fed, "accuracy")
-            row["fed_loss"] = _finite(fed, "loss")
-            row.update(_fairness(ev_report))
-        if (every and rnd % every == 0) or last:
-            model.load_state_dict(arrays.to_torch_state_dict())
-            res = evaluate(model, bundle.test, test_idx, batch_size=sc.evaluation.batch_size)
-            row["accuracy"], row["loss"] = res.accuracy, res.loss
-        row["seconds"] = round(time.perf_counter() - t0, 4)
-        state.metrics.append(row)
-        state.metrics_file.write(row)
-        state.tracker.on_round(row)
-        state.metrics_file.flush()
-        if state.ledger is not None:
-            state.ledger.flush()
-        every_ckpt = sc.checkpoint.every
-        if every_ckpt and (rnd % every_ckpt == 0 or rnd == sc.rounds):
-            save_checkpoint(
-                state.rundir.checkpoints,
-                Checkpoint(
-                    round=rnd,
-                    weights={k: v.clone() for k, v in arrays.to_torch_state_dict().items()},
-                    strategy_state=strategy_state(strategy),
-                    ledger_lines=state.ledger_lines,
-                    metrics_lines=len(state.metrics),
-                    scenario_hash=scenario_hash(sc.fingerprint()),
-                ),
-            )
-        state.progress.update(row)
-    state.final_state = {k: v.clone() for k, v in arrays.to_torch_state_dict().items()}
-    if sc.audit.canaries and not state.interrupted:
-        model.load_state_dict(state.final_state)
-        _write_canary_audit(sc, state, model, bundle)
-    if isinstance(strategy, DPFedAvg) and strategy.canaries and not state.interrupted:
-        _write_one_shot_audit(sc, state, strategy, initial, state.final_state)
 
+    def evaluate_global(arrays: ArrayRecord) -> tuple[float, float]:
+        model.load_state_dict(arrays.to_torch_state_dict())
+        res = evaluate(model, bundle.test, test_idx, batch_size=sc.evaluation.batch_size)
+        return res.accuracy, res.loss
 
-def _write_one_shot_audit(
-    sc: Scenario, state: _ServerState, strategy: DPFedAvg, initial: Any, final: Any
-) -> None:
-    """Andrew et al. (2023): cosines of the final model delta with the inserted vs the
-    held-out canary directions, turned into an epsilon *estimate* (not a bound)."""
-    from fedsim.empirical.one_shot import cosines, epsilon_estimate
-
-    keys = list(initial)
-    delta = np.concatenate([(final[k] - initial[k]).numpy().ravel() for k in keys])
-    dirs = strategy.canary_directions({k: initial[k].numpy() for k in keys})
-    cos = cosines(delta.astype(np.float64), dirs)
-    k = strategy.canaries
-    estimate = epsilon_estimate(cos[:k], cos[k:], delta=sc.dp.delta)
-    eps = _epsilon_summary(state, sc)
-    claimed = eps["max"] if eps else None
-    state.rundir.write_json(
-        state.rundir.path / "empirical_audit.json",
-        {
-            "method": "one_shot",
-            "epsilon_estimate": estimate,
-            "delta": sc.dp.delta,
-            "canaries": k,
-            "held_out": k,
-            "canary_participations_mean": float(strategy.canary_participations.mean()),
-            "inserted_cosine_mean": float(cos[:k].mean()),
-            "heldout_cosine_mean": float(cos[k:].mean()),
-            "claimed_epsilon": claimed,
-            "note": "an estimate (Gaussian fit of canary cosines), not a certified bound",
-        },
-    )
-
-
-def _write_canary_audit(sc: Scenario, state: _ServerState, model: Any, bundle: Any) -> None:
-    """Score the canaries with the final model and write empirical_audit.json.
-
-    The guesses use a few (k+, k-) choices fixed in advance; best_lower_bound pays
-    for trying several with a union bound, so the stated confidence holds.
-    """
-    from fedsim.canaries import canary_plan, canary_scores
-    from fedsim.empirical.one_run import best_lower_bound
-
-    m = sc.audit.canaries
-    offset = len(bundle.train.base)
-    plan = canary_plan(m, sc.population, offset, sc.seed)
-    scores = canary_scores(model, bundle.train, offset)
-    ks = sorted({max(1, m // d) for d in (20, 10, 4)})
-    # The bound is tested against the claim's (eps, delta), so it is computed at that
-    # delta (Steinke et al. 2023, approximate DP); with DP off nothing is claimed.
-    result = best_lower_bound(
-        scores,
-        plan.included,
-        confidence=sc.audit.confidence,
-        k_values=[(k, k) for k in ks],
-        delta=sc.dp.delta if sc.dp.mode != "off" else 0.0,
-    )
-    eps = _epsilon_summary(state, sc)
-    result["claimed_epsilon"] = eps["max"] if eps else None
-    result["claimed_delta"] = sc.dp.delta if sc.dp.mode != "off" else None
-    result["included"] = int(plan.included.sum())
-    claimed = result["claimed_epsilon"]
-    result["violation"] = bool(claimed is not None and result["epsilon_lower_bound"] > claimed)
-    state.rundir.write_json(state.rundir.path / "empirical_audit.json", result)
-
-
-def _planned_event(sc: Scenario, shard_size: int) -> PrivacyEvent:
-    plan = plan_participation(sc, shard_size)
-    return PrivacyEvent(
-        noise_multiplier=plan.noise_multiplier,
-        sample_rate=plan.sample_rate,
-        steps=plan.steps,
-        max_grad_norm=plan.max_grad_norm,
-        delta=plan.delta,
-    )
-
-
-def _budget_filter(sc: Scenario, state: _ServerState, sizes: np.ndarray) -> Any:
-    """Clients that may still be sampled: their next participation stays in budget.
-
-    Sample level: projected epsilon after one more planned participation. User level
-    with fixed-size sampling (accounted without amplification, per client): one more
-    release the client takes part in. With Poisson sampling every release covers
-    every client, so `_budget_stop` checks the population instead.
-    """
-    budget = sc.dp.max_epsilon
-    ledger = state.ledger
-    if budget is None or ledger is None:
-        return None
-    if sc.dp.mode == "user" and sc.dp.client_sampling == "poisson":
-        return None
-    cache = state._budget_cache
-    z_user = user_noise_multiplier(sc) if sc.dp.mode == "user" else 0.0
-
-    def ok(client: int) -> bool:
-        if sc.dp.mode == "sample":
-            n = ledger.participations(client)
-        else:
-            n = state.user_participations.get(client, 0)
-        hit = cache.get(client)
-        if hit is not None and hit[0] == n:
-            return hit[1]
-        if sc.dp.mode == "sample":
-            eps = ledger.projected_epsilon(client, _planned_event(sc, int(sizes[client])))
-        else:
-            eps = epsilon(
-                noise_multiplier=z_user,
-                sample_rate=1.0,
-                steps=n + 1,
-                delta=sc.dp.delta,
-                accountant=sc.dp.accountant,
-            )
-        cache[client] = (n, eps <= budget)
-        return eps <= budget
-
-    def available() -> list[int]:
-        return [c for c in range(sc.population) if ok(c)]
-
-    return available
-
-
-def _budget_stop(sc: Scenario, state: _ServerState, strategy: Any, vgrid: Any) -> str | None:
-    """Why the run must stop before this round (budget exhausted), or None."""
-    budget = sc.dp.max_epsilon
-    ledger = state.ledger
-    if budget is None or ledger is None:
-        return None
-    if isinstance(strategy, DPFedAvg) and strategy.sampling == "poisson":
-        eps = ledger.projected_user_epsilon(
-            noise_multiplier=strategy.noise_multiplier, sample_rate=strategy.sample_rate
-        )
-        if eps > budget:
-            return (
-                f"privacy budget reached: one more user-level release would bring epsilon "
-                f"to {eps:.3f} > dp.max_epsilon = {budget:g}; stopped before round "
-                f"{vgrid.current_round + 1}"
-            )
-        return None
-    available = vgrid.get_node_ids()
-    need = sc.clients_per_round
-    if len(available) < need:
-        return (
-            f"privacy budget reached: only {len(available)} client(s) can take part again "
-            f"without exceeding dp.max_epsilon = {budget:g}, {need} needed per round; "
-            f"stopped before round {vgrid.current_round + 1}"
-        )
-    return None
-
-
-def _client_counts(report: RoundReport) -> dict[str, Any]:
-    """What happened to the sampled clients: trained, dropped, late, failed (with errors).
-
-    An attempt whose worker failed and that was sent again is not a failed client
-    (its re-send's outcome counts); it shows in `cohorts_resent`, and the restarted
-    workers in `worker_restarts`.
-    """
-    outs = [o for o in report.outcomes if not o.extra.get("resent")]
-    dropped = [o for o in outs if o.extra.get("dropped")]
-    late = [o for o in outs if o.error is not None and o.extra.get("late")]
-    failed = [o for o in outs if o.error is not None and o not in dropped and o not in late]
-    sim = [float(o.extra["sim_seconds"]) for o in outs if "sim_seconds" in o.extra]
-    return {
-        "clients_trained": sum(1 for o in outs if o.error is None),
-        "clients_failed": len(failed),
-        "clients_dropped": len(dropped),
-        "clients_late": len(late),
-        "sim_round_seconds": max(sim) if sim else None,
-        "failures": [{"client": o.client, "error": o.error} for o in failed],
-        "cohorts_resent": report.cohorts_resent,
-        "worker_restarts": report.worker_restarts,
-    }
-
-
-def _fairness(report: RoundReport) -> dict[str, Any]:
-    """Per-client view of federated evaluation: unweighted mean and worst decile.
-
-    The worst-decile accuracy is the mean over the 10 % of evaluated clients with the
-    lowest accuracy (at least one client): what the least-served clients get.
-    """
-    accs = sorted(
-        float(o.metrics["accuracy"])
-        for o in report.outcomes
-        if o.error is None and o.metrics is not None and int(o.metrics["num-examples"]) > 0
-    )
-    if not accs:
-        return {"fed_clients": 0, "fed_accuracy_client_mean": None, "fed_accuracy_worst10": None}
-    k = max(1, len(accs) // 10)
-    return {
-        "fed_clients": len(accs),
-        "fed_accuracy_client_mean": float(np.mean(accs)),
-        "fed_accuracy_worst10": float(np.mean(accs[:k])),
-    }
+    return evaluate_global
 
 
 def _test_indices(sc: Scenario, n: int) -> np.ndarray | None:
@@ -1023,78 +784,6 @@ def _test_indices(sc: Scenario, n: int) -> np.ndarray | None:
     if cap is None or cap >= n:
         return None
     return np.sort(numpy_rng(sc.seed, "test-subset").choice(n, size=cap, replace=False))
-
-
-def _record_privacy(state: _ServerState, report: RoundReport, sizes: np.ndarray) -> None:
-    """Enter every reported privacy event in the ledger, checked against the plan."""
-    if state.ledger is None:
-        return
-    for o in report.outcomes:
-        if o.privacy is None and o.error is not None and o.error.startswith("cohort failed"):
-            if state.scenario.dp.mode != "sample":
-                continue
-            # The worker was lost mid-round: how far this client trained is unknown, so
-            # it is charged its whole planned participation (an upper bound).
-            plan = plan_participation(state.scenario, int(sizes[o.client]))
-            o.privacy = plan.event(plan.steps)
-            o.error += " (privacy charged as the planned participation: an upper bound)"
-        if o.privacy is None:
-            continue  # dropped before training
-        event = PrivacyEvent(
-            noise_multiplier=float(o.privacy["noise_multiplier"]),
-            sample_rate=float(o.privacy["sample_rate"]),
-            steps=int(o.privacy["steps"]),
-            max_grad_norm=float(o.privacy["max_grad_norm"]),
-            delta=float(o.privacy["delta"]),
-        )
-        extra: dict[str, Any] = {}
-        problem = _check_event(state.scenario, event, int(sizes[o.client]))
-        if problem:
-            extra["mismatch"] = problem
-            state.mismatches += 1
-        if o.error is not None:
-            extra["error"] = o.error
-        status = "trained"
-        if o.error is not None:
-            status = "late" if o.extra.get("late") else "failed"
-        state.ledger_lines += 1
-        state.ledger.record(
-            round=report.round, client=o.client, event=event, status=status, **extra
-        )
-
-
-def _check_event(sc: Scenario, event: PrivacyEvent, shard_size: int) -> str | None:
-    plan = plan_participation(sc, shard_size)
-    problems = []
-    for name in ("noise_multiplier", "sample_rate", "max_grad_norm", "delta"):
-        got, want = getattr(event, name), getattr(plan, name)
-        if not math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12):
-            problems.append(f"{name} {got} != planned {want}")
-    if event.steps > plan.steps:
-        problems.append(f"steps {event.steps} > planned {plan.steps}")
-    return "; ".join(problems) or None
-
-
-def _epsilon_row(state: _ServerState, sc: Scenario) -> dict[str, Any]:
-    s = _epsilon_summary(state, sc)
-    if s is None:
-        return {"epsilon_min": None, "epsilon_median": None, "epsilon_max": None}
-    return {"epsilon_min": s["min"], "epsilon_median": s["median"], "epsilon_max": s["max"]}
-
-
-def _epsilon_summary(state: _ServerState, sc: Scenario) -> dict[str, float] | None:
-    """Per-client epsilon min/median/max over the population, at the scenario's level."""
-    ledger = state.ledger
-    if ledger is None:
-        return None
-    return ledger.level_summary(sc.population, sc.dp.mode)
-
-
-def _finite(record: Any, key: str) -> float | None:
-    if record is None or key not in record:
-        return None
-    value = float(record[key])
-    return value if math.isfinite(value) else None
 
 
 def versions() -> dict[str, str]:

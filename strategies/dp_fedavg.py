@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from flwr.app import (
@@ -94,6 +94,26 @@ class Release:
         return out
 
 
+class ReleaseAccountant(Protocol):
+    """Where DP-FedAvg records its releases (`fedsim.privacy.accounting.PrivacyAccounting`)."""
+
+    def use_releases(self, *, noise_multiplier: float, sample_rate: float, sampling: str) -> None:
+        """Told once: the mechanism every release uses (for budget checks)."""
+
+    def record_release(
+        self,
+        *,
+        round: int,
+        noise_multiplier: float,
+        sample_rate: float,
+        clip_norm: float,
+        sampling: str,
+        clients: list[int],
+        **extra: Any,
+    ) -> None:
+        """Told after each round: what that round released."""
+
+
 class DPFedAvg(Strategy):
     """User-level DP around FedAvg's messaging, with equal weights.
 
@@ -110,6 +130,9 @@ class DPFedAvg(Strategy):
         secure_rng: draw cohorts, the sum's noise and the count's noise from OS
             entropy each round (secret sampling and noise).
         adaptive: adaptive clipping settings, or None for fixed clipping.
+        canaries: canary clients of the one-shot audit (0: none).
+        accounting: where each round's release is recorded (the run's
+            PrivacyAccounting); None keeps them in `releases` only.
     """
 
     def __init__(
@@ -125,6 +148,7 @@ class DPFedAvg(Strategy):
         secure_rng: bool = False,
         adaptive: AdaptiveClipping | None = None,
         canaries: int = 0,
+        accounting: ReleaseAccountant | None = None,
     ) -> None:
         if sampling not in ("poisson", "fixed"):
             raise ValueError(f"sampling must be 'poisson' or 'fixed', got {sampling!r}")
@@ -157,6 +181,13 @@ class DPFedAvg(Strategy):
         self._directions: np.ndarray | None = None
         self._canaries_joined: np.ndarray = np.zeros(0, dtype=bool)
         self.canary_participations = np.zeros(canaries, dtype=np.int64)
+        self.accounting = accounting
+        if accounting is not None:
+            accounting.use_releases(
+                noise_multiplier=self.noise_multiplier,
+                sample_rate=self.sample_rate,
+                sampling=self.sampling,
+            )
 
     # -------------------------------------------------------------- Strategy API
     def summary(self) -> None:
@@ -242,6 +273,16 @@ class DPFedAvg(Strategy):
             release.noised_unclipped_fraction = noisy_b
             self.clip_norm *= math.exp(
                 -self.adaptive.learning_rate * (noisy_b - self.adaptive.target_quantile)
+            )
+        if self.accounting is not None:
+            self.accounting.record_release(
+                round=release.round,
+                noise_multiplier=release.noise_multiplier,
+                sample_rate=release.sample_rate,
+                clip_norm=release.clip_norm,
+                sampling=release.sampling,
+                clients=release.clients,
+                **release.ledger_fields(),
             )
         metrics_out: dict[str, Any] = {"clients": n_ok, "clip_norm": release.clip_norm}
         if losses:

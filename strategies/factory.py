@@ -15,7 +15,7 @@ from flwr.serverapp.strategy import FedAvg, Strategy
 
 from fedsim import registry
 from fedsim.config import Scenario, ScenarioError
-from fedsim.strategies.dp_fedavg import AdaptiveClipping, DPFedAvg
+from fedsim.strategies.dp_fedavg import AdaptiveClipping, DPFedAvg, ReleaseAccountant
 
 #: name -> strategy class: a read-only view of `fedsim.registry.STRATEGIES` (names match
 #: in any case: "FedAdam" is "fedadam").
@@ -113,11 +113,12 @@ def _option_problem(
     return None
 
 
-def build_strategy(scenario: Scenario) -> Strategy:
+def build_strategy(scenario: Scenario, accounting: ReleaseAccountant | None = None) -> Strategy:
     """The scenario's Flower strategy, its options validated against its signature.
 
     Flower's sampling arguments are passed where the constructor takes them (a
-    user's Strategy that samples its own way need not).
+    user's Strategy that samples its own way need not). With dp.mode = "user" the
+    strategy is wrapped in DP-FedAvg, which records its releases in `accounting`.
 
     Raises:
         ScenarioError: unknown strategy, or an option it does not take.
@@ -127,7 +128,7 @@ def build_strategy(scenario: Scenario) -> Strategy:
     sampling = {k: v for k, v in sampling_kwargs(scenario).items() if k in params or open_options}
     strategy = cls(**sampling, **options)
     if scenario.dp.mode == "user":
-        return wrap_user_dp(scenario, strategy)
+        return wrap_user_dp(scenario, strategy, accounting)
     return strategy
 
 
@@ -155,7 +156,9 @@ def user_sample_rate(scenario: Scenario) -> float:
     return 1.0
 
 
-def wrap_user_dp(scenario: Scenario, strategy: Strategy) -> DPFedAvg:
+def wrap_user_dp(
+    scenario: Scenario, strategy: Strategy, accounting: ReleaseAccountant | None = None
+) -> DPFedAvg:
     """Wrap a FedAvg-family strategy in user-level DP-FedAvg."""
     if not isinstance(strategy, FedAvg):
         raise ScenarioError(
@@ -182,4 +185,5 @@ def wrap_user_dp(scenario: Scenario, strategy: Strategy) -> DPFedAvg:
         secure_rng=dp.secure_rng,
         adaptive=adaptive,
         canaries=scenario.audit.canary_clients,
+        accounting=accounting,
     )

@@ -14,18 +14,18 @@ from fedsim.grid import RoundReport
 from fedsim.progress import RunProgress
 from fedsim.protocol import ClientOutcome, CohortRequest
 from fedsim.rundir import RunDir, read_jsonl
-from fedsim.simulation import _server_loop, _ServerState
+from fedsim.simulation import ServerRun, _server_loop
 from tests.conftest import small_scenario
 from tests.test_grid import InProcessGrid
 
 EXPLODING = {"name": "tests.fixtures.nets:exploding_net"}
 
 
-def serve(tmp_path: Path, **overrides: Any) -> tuple[_ServerState, BaseException | None]:
+def serve(tmp_path: Path, **overrides: Any) -> tuple[ServerRun, BaseException | None]:
     sc = small_scenario(**overrides)
     rundir = RunDir(tmp_path / "run")
     rundir.create()
-    state = _ServerState(sc, rundir, RunProgress(sc, enabled=False))
+    state = ServerRun(sc, rundir, RunProgress(sc, enabled=False))
     error = None
     try:
         _server_loop(InProcessGrid(nodes=8), sc, state)

@@ -68,9 +68,8 @@ def one_round(
     model = build_global_model(sc, (1, 8, 8), 10)
     random.seed(7)
     msgs = strategy.configure_train(1, ArrayRecord(model.state_dict()), ConfigRecord(), grid)
-    replies = grid.send_and_receive(msgs)
+    replies, report = grid.exchange(msgs)
     arrays, _ = strategy.aggregate_train(1, replies)
-    report = grid.reports.pop()
     return arrays.to_torch_state_dict(), report.outcomes, inner
 
 
@@ -241,17 +240,17 @@ def _grid_round(
     model = build_global_model(sc, (1, 8, 8), 10)
     random.seed(7)
     msgs = strategy.configure_train(rnd, ArrayRecord(model.state_dict()), ConfigRecord(), grid)
-    replies = grid.send_and_receive(msgs)
-    return replies, grid.reports.pop(), grid
+    replies, report = grid.exchange(msgs)
+    return replies, report, grid
 
 
 def test_resent_cohort_is_counted_and_its_lost_attempt_charged(
     flower_run_context: Any, tmp_path: Any, monkeypatch: Any
 ) -> None:
     import fedsim.grid as grid_module
-    from fedsim.progress import RunProgress
+    from fedsim.loop import client_counts
+    from fedsim.privacy.accounting import PrivacyAccounting
     from fedsim.rundir import RunDir, read_jsonl
-    from fedsim.simulation import _client_counts, _record_privacy, _ServerState
 
     monkeypatch.setattr(grid_module, "RETRY_WAIT", 0.0)
     sc = small_scenario()
@@ -261,17 +260,17 @@ def test_resent_cohort_is_counted_and_its_lost_attempt_charged(
     lost = [o for o in report.outcomes if o.extra.get("resent")]
     assert report.cohorts_resent == 1 and len(lost) == 2  # one cohort of K=2 clients
     assert all("ActorUnavailableError" in o.error and "sent again" in o.error for o in lost)
-    counts = _client_counts(report)
+    counts = client_counts(report)
     assert counts["cohorts_resent"] == 1 and counts["worker_restarts"] == 0
     assert counts["clients_trained"] == 4 and counts["clients_failed"] == 0
     # The lost attempt may have run: the ledger charges its planned participation,
     # on top of the re-send's real one.
     rundir = RunDir(tmp_path / "run")
     rundir.create()
-    state = _ServerState(sc, rundir, RunProgress(sc, enabled=False))
-    sizes = np.full(sc.population, 200)
-    _record_privacy(state, report, sizes)
-    state.close()
+    accounting = PrivacyAccounting.open(sc, rundir.ledger)
+    accounting.set_shard_sizes(np.full(sc.population, 200))
+    accounting.record(report)
+    accounting.close()
     lines = read_jsonl(rundir.ledger)
     for o in lost:
         mine = [x for x in lines if x["client"] == o.client]

@@ -286,13 +286,13 @@ def test_user_components_by_path_train_above_chance_in_process(
     # Ray worker does (tests/integration/test_user_components.py runs it on Ray).
     from fedsim.progress import RunProgress
     from fedsim.rundir import RunDir
-    from fedsim.simulation import _server_loop, _ServerState
+    from fedsim.simulation import ServerRun, _server_loop
     from tests.test_grid import InProcessGrid
 
     sc = Scenario.from_dict(user_scenario(), before_run=True)
     rundir = RunDir(tmp_path / "run")
     rundir.create()
-    state = _ServerState(sc, rundir, RunProgress(sc, enabled=False))
+    state = ServerRun(sc, rundir, RunProgress(sc, enabled=False))
     try:
         _server_loop(InProcessGrid(nodes=8), sc, state)
     finally:

@@ -11,7 +11,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from fedsim.clients.trainer import build_global_model
 from fedsim.progress import RunProgress
 from fedsim.rundir import RunDir
-from fedsim.simulation import _server_loop, _ServerState
+from fedsim.simulation import ServerRun, _server_loop
 from tests.conftest import small_scenario
 from tests.test_grid import InProcessGrid
 
@@ -33,7 +33,7 @@ def test_every_reply_holds_only_model_arrays_and_scalars(
     sc = small_scenario(rounds=2, evaluation__federated_fraction=0.5, faults__fail_probability=0.3)
     rundir = RunDir(tmp_path / "run")
     rundir.create()
-    state = _ServerState(sc, rundir, RunProgress(sc, enabled=False))
+    state = ServerRun(sc, rundir, RunProgress(sc, enabled=False))
     grid = RecordingGrid(nodes=8)
     try:
         _server_loop(grid, sc, state)

@@ -294,7 +294,7 @@ def test_summary_is_written_last_and_a_full_disk_is_resumable(
 ) -> None:
     out = tmp_path / "full"
 
-    def fake_simulate(scenario: Scenario, state: simulation._ServerState) -> None:
+    def fake_simulate(scenario: Scenario, state: simulation.ServerRun) -> None:
         state.metrics.append({"round": 1, "clients_trained": 4, "clients_failed": 0})
         state.final_state = {"w": torch.ones(3)}
 

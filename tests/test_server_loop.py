@@ -10,17 +10,17 @@ import pytest
 from fedsim.privacy import epsilon
 from fedsim.progress import RunProgress
 from fedsim.rundir import RunDir, read_jsonl
-from fedsim.simulation import _server_loop, _ServerState
+from fedsim.simulation import ServerRun, _server_loop
 from tests.conftest import small_scenario
 from tests.test_grid import InProcessGrid
 
 
-def serve(tmp_path: Path, **overrides: Any) -> _ServerState:
+def serve(tmp_path: Path, **overrides: Any) -> ServerRun:
     sc = small_scenario(**overrides)
     rundir = RunDir(tmp_path / "run")
     rundir.create()
     rundir.write_text(rundir.scenario, sc.to_toml())
-    state = _ServerState(sc, rundir, RunProgress(sc, enabled=False))
+    state = ServerRun(sc, rundir, RunProgress(sc, enabled=False))
     try:
         _server_loop(InProcessGrid(nodes=8), sc, state)
     finally:

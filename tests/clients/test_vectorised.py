@@ -21,7 +21,7 @@ from fedsim.protocol import CohortRequest
 from fedsim.rundir import RunDir
 from fedsim.seeding import torch_generator
 from fedsim.shards import build_shards
-from fedsim.simulation import _server_loop, _ServerState
+from fedsim.simulation import ServerRun, _server_loop
 from tests.conftest import small_scenario
 from tests.test_grid import InProcessGrid
 
@@ -250,13 +250,13 @@ def test_vector_clients_from_model_size_or_setting() -> None:
     assert vector_clients(small_scenario(backend__vector_clients=5), big) == 5
 
 
-def _serve(tmp_path: Path, name: str = "", **overrides: Any) -> tuple[_ServerState, int]:
+def _serve(tmp_path: Path, name: str = "", **overrides: Any) -> tuple[ServerRun, int]:
     """A run over in-process cohorts: its state and how many cohort messages it sent."""
     sc = small_scenario(**{"rounds": 1, **overrides})
     rundir = RunDir(tmp_path / (name or sc.backend.engine))
     rundir.create()
     rundir.write_text(rundir.scenario, sc.to_toml())
-    state = _ServerState(sc, rundir, RunProgress(sc, enabled=False))
+    state = ServerRun(sc, rundir, RunProgress(sc, enabled=False))
     inner = InProcessGrid(nodes=8)
     try:
         _server_loop(inner, sc, state)
