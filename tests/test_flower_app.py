@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fedsim.config import ScenarioError
+from fedsim.config import Scenario, ScenarioError
 from fedsim.flower_app import FlowerAppError, check_supernodes, scenario_from_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,7 +18,8 @@ def test_run_config_overrides_rounds_and_set_relative_to_the_app_dir() -> None:
         app_dir=ROOT,
     )
     assert (sc.name, sc.rounds, sc.dp.mode, sc.seed) == ("quickstart", 2, "off", 7)
-    assert scenario_from_run_config({"rounds": 0}, app_dir=ROOT).rounds == 10
+    own = Scenario.from_toml(ROOT / "scenarios/quickstart.toml").rounds
+    assert scenario_from_run_config({"rounds": 0}, app_dir=ROOT).rounds == own
 
 
 def test_bad_run_config_names_the_key_and_what_is_allowed() -> None:

@@ -208,7 +208,8 @@ def test_flwr_run_writes_a_run_directory_fedsim_audit_accepts(
     assert summary["epsilon"]["max"] > 0
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["round"] for m in metrics] == [1, 2]
-    assert all(m["clients_trained"] == 10 for m in metrics)
+    per_round = Scenario.from_toml(ROOT / "scenarios/quickstart.toml").clients_per_round
+    assert all(m["clients_trained"] == per_round for m in metrics)
     # The same scenario through `fedsim run`: the same seeded run, the same numbers.
     own = run(
         Scenario.from_toml(ROOT / "scenarios/quickstart.toml", ["rounds=2"]),
