@@ -40,6 +40,8 @@ from fedsim.clients.evaluate import evaluate
 from fedsim.clients.trainer import build_global_model, choose_grad_sample_mode
 from fedsim.clients.worker import load_scenario_data
 from fedsim.config import Scenario, ScenarioError
+from fedsim.data.cache import FOLDER as DATA_CACHE_FOLDER
+from fedsim.data.cache import run_cache
 from fedsim.failures import FailureWatch
 from fedsim.grid import RoundReport, RunStopped, VirtualClientGrid, cohort_size
 from fedsim.privacy import PrivacyEvent, PrivacyLedger, epsilon
@@ -186,7 +188,9 @@ def _execute(scenario: Scenario, state: _ServerState) -> RunResult:
     started = time.perf_counter()
     _STOP.clear()
     try:
-        _simulate(scenario, state)
+        # The data set's arrays: written once into the run directory, mapped by every process.
+        with run_cache(rundir.path / DATA_CACHE_FOLDER):
+            _simulate(scenario, state)
     finally:
         state.close()
     wall = time.perf_counter() - started
