@@ -22,6 +22,11 @@ cold start; the last round's final central evaluation runs on 1 test sample):
   (b) fedsim_k1     clients_per_message=1: one Flower message (and Ray task) per client, the
                     plain Flower+Ray behaviour, with the same ClientApp. It also pays Flower's
                     per-message engine cost, which is what fedsim batches away.
+  (f) plain_flower  plain Flower written the way Flower's PyTorch and Opacus examples write a
+                    client (`benchmarks.flower_baseline`): Flower's FedAvg, one message per
+                    client, and per call a new model, DataLoader, optimizer and, with DP-SGD,
+                    `PrivacyEngine.make_private`; same data, shards, model and initial weights.
+                    `--skip-flower` leaves it out.
   (c) floor         fedsim's LocalTrainer in this process, one torch thread (as a worker),
                     every client trained sequentially from the same global weights, then
                     FedAvg; its time divided by `--workers` = the compute floor of (a).
@@ -39,7 +44,8 @@ row shows how much of the gap to the floor is CPU contention rather than engine 
 
 Targets (issue "Speed and scale"): fedsim_k1 / fedsim_auto >= 8, fedsim_auto / floor <= 1.2;
 (issue "Vectorised cohorts"): fedsim_auto / fedsim_vec >= 3 (>= 4 with DP-SGD),
-fedsim_vec / floor <= 0.5, vectorised DP round / non-DP round <= 3.
+fedsim_vec / floor <= 0.5, vectorised DP round / non-DP round <= 3, plain_flower / fedsim_vec
+>= 25 (>= 8 with DP-SGD).
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ TARGET_AUTO_OVER_FLOOR = 1.2
 TARGET_SEQ_OVER_VEC = {False: 3.0, True: 4.0}  # by DP-SGD on/off
 TARGET_VEC_OVER_FLOOR = 0.5
 TARGET_VEC_DP_OVER_NODP = 3.0
+TARGET_FLOWER_OVER_VEC = {False: 25.0, True: 8.0}  # plain Flower (examples' style) / vectorised
 
 DIGITS_TRAIN = 1437  # digits train split at test_fraction 0.2
 
@@ -258,6 +265,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-k1", action="store_true", help="do not run the K=1 baseline")
+    p.add_argument(
+        "--skip-flower", action="store_true", help="do not run the plain Flower baseline"
+    )
     p.add_argument("--dp", action="store_true", help="DP-SGD in every engine")
     p.add_argument(
         "--vector-clients",
@@ -313,6 +323,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         vrun = timed_run(sc_vec, workdir / "vec", "fedsim_vec")
         vother = timed_run(sc_vec_other, workdir / "vec_other", "fedsim_vec_other_dp")
         k1 = None if args.skip_k1 else timed_run(sc_k1, workdir / "k1", "fedsim_k1")
+        flower = None if args.skip_flower else _plain_flower(sc_k1)
         # Again after the runs: on a shared machine the load drifts; the floor's median is
         # taken over the warm rounds of both passes.
         floor_after = None if args.tiny else floor_loop(sc_auto, args.rounds)
@@ -344,7 +355,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ok_floor = check(r_auto_floor, "<=", TARGET_AUTO_OVER_FLOOR)
     pfloor_med = median(pfloor["round_seconds"][1:]) if pfloor else None
     n = args.clients
-    vec_part = _vectorised_part(args, auto_med, floor_med, vrun, vother)
+    vec_part = _vectorised_part(args, auto_med, floor_med, vrun, vother, flower)
+    flower_med = flower["median_round_seconds"] if flower else None
 
     result: dict[str, Any] = {
         "benchmark": "rounds",
@@ -372,6 +384,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "fedsim_k1": k1.as_dict() if k1 else None,
         "fedsim_vec": vrun.as_dict(),
         "fedsim_vec_other_dp": vother.as_dict(),
+        "plain_flower": None
+        if flower is None
+        else {k: v for k, v in flower.items() if k != "state_dict"},
         "engine_summary": {k: vrun.summary.get(k) for k in ("engine", "vector_clients")},
         "floor": {
             "train_seconds_single_thread": floor["train_seconds"],
@@ -386,6 +401,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "per_client_ms": {
             "fedsim_auto": None if auto_med is None else 1000 * auto_med / n,
             "fedsim_k1": None if k1_med is None else 1000 * k1_med / n,
+            "plain_flower": None if flower_med is None else 1000 * flower_med / n,
             "floor": None if floor_med is None else 1000 * floor_med / n,
             "floor_parallel": None if pfloor_med is None else 1000 * pfloor_med / n,
         },
@@ -435,6 +451,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{1000 * k1_med / n:.2f}" if k1_med else "-",
             fmt_s(k1.round_seconds[0]) if k1 else "-",
             fmt_s(k1.startup_seconds) if k1 else "-",
+        ],
+        [
+            "plain Flower (examples' client" + (" + Opacus)" if args.dp else ")"),
+            fmt_s(flower_med),
+            f"{1000 * flower_med / n:.2f}" if flower_med else "-",
+            fmt_s(flower["round_seconds"][0]) if flower else "-",
+            fmt_s(flower["startup_seconds"]) if flower else "-",
         ],
         [
             f"fedsim vectorised (V={vrun.summary.get('vector_clients')})",
@@ -506,12 +529,20 @@ def _vectorised_part(
     floor_med: float | None,
     vrun: Any,
     vother: Any,
+    flower: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Ratios, targets, verdicts and table rows of the vectorised engine."""
     vec_med, other_med = vrun.warm_median(), vother.warm_median()
     dp_med, nodp_med = (vec_med, other_med) if args.dp else (other_med, vec_med)
     target_seq = TARGET_SEQ_OVER_VEC[bool(args.dp)]
+    flower_med = flower["median_round_seconds"] if flower else None
     checks = [
+        (
+            "plain_flower_over_fedsim_vec",
+            ratio(flower_med, vec_med),
+            ">=",
+            TARGET_FLOWER_OVER_VEC[bool(args.dp)],
+        ),
         ("fedsim_auto_over_fedsim_vec", ratio(seq_med, vec_med), ">=", target_seq),
         ("fedsim_vec_over_floor", ratio(vec_med, floor_med), "<=", TARGET_VEC_OVER_FLOOR),
         ("fedsim_vec_dp_over_nodp", ratio(dp_med, nodp_med), "<=", TARGET_VEC_DP_OVER_NODP),
@@ -525,6 +556,16 @@ def _vectorised_part(
         out["rows"].append(
             [name.replace("_over_", " / "), fmt_x(value), f"{op} {target:g}x", verdict(ok)]
         )
+    return out
+
+
+def _plain_flower(scenario: Any) -> dict[str, Any]:
+    """The plain Flower baseline (`benchmarks.flower_baseline`) on the benchmark's scenario."""
+    from benchmarks.flower_baseline import run_plain_flower
+
+    print_note("plain Flower (examples' client): running")
+    out = run_plain_flower(scenario)
+    out["median_round_seconds"] = median(out["round_seconds"][1:])
     return out
 
 

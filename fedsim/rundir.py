@@ -64,7 +64,10 @@ REPORT_FIGURE_STEMS: tuple[str, ...] = (
     "privacy_utility",
 )
 OWN_FILES += tuple(f"{stem}.{ext}" for stem in REPORT_FIGURE_STEMS for ext in ("png", "svg", "pdf"))
-OWN_FOLDERS: tuple[str, ...] = ("checkpoints", "plots", "tensorboard", "mlruns")
+#: fedsim.data.cache's memory-mapped arrays, removed when a run ends; an own folder so that
+#: a killed run's leftover goes with --overwrite.
+DATA_CACHE_DIR = "data_cache"
+OWN_FOLDERS: tuple[str, ...] = ("checkpoints", "plots", "tensorboard", "mlruns", DATA_CACHE_DIR)
 #: errno values that mean "the disk cannot take more": the run is resumable once fixed.
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 

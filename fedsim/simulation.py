@@ -31,6 +31,8 @@ from fedsim.clients.evaluate import evaluate
 from fedsim.clients.trainer import build_global_model, choose_grad_sample_mode
 from fedsim.clients.worker import load_scenario_data
 from fedsim.config import Scenario, ScenarioError
+from fedsim.data.cache import FOLDER as DATA_CACHE_FOLDER
+from fedsim.data.cache import run_cache
 from fedsim.errors import FedsimError
 from fedsim.failures import FailureWatch
 from fedsim.grid import RunStopped, VirtualClientGrid, cohort_size
@@ -236,7 +238,9 @@ def _execute(scenario: Scenario, state: ServerRun, simulate: Any = None) -> RunR
     started = time.perf_counter()
     _STOP.clear()
     try:
-        (simulate or _simulate)(scenario, state)
+        # The data set's arrays: written once into the run directory, mapped by every process.
+        with run_cache(rundir.path / DATA_CACHE_FOLDER):
+            (simulate or _simulate)(scenario, state)
     finally:
         state.close()
     wall = time.perf_counter() - started

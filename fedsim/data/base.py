@@ -88,6 +88,42 @@ class ArrayDataset:
         self._y = torch.tensor(labels, dtype=torch.long)
         self._init_common(_readonly_int64(self._y.numpy(), "y"), groups, group_names)
 
+    @classmethod
+    def shared(
+        cls,
+        x: np.ndarray,
+        y: np.ndarray,
+        groups: np.ndarray | None = None,
+        *,
+        group_names: tuple[str, ...] | None = None,
+    ) -> ArrayDataset:
+        """Wrap arrays without copying them (memory-mapped files shared by processes).
+
+        Args:
+            x: float32 features or int64 token ids, shape (N, *input_shape).
+            y: int64 labels, shape (N,).
+            groups: optional int64 group id per sample.
+            group_names: optional name per group id.
+
+        Raises:
+            DataError: if a dtype would need a copy or the lengths differ.
+        """
+        if x.dtype not in (np.float32, np.int64) or y.dtype != np.int64:
+            raise DataError(
+                f"shared arrays must be float32 or int64 features and int64 labels, "
+                f"got {x.dtype} and {y.dtype}"
+            )
+        if x.shape[0] != y.shape[0]:
+            raise DataError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
+        ds = cls.__new__(cls)
+        ds._x, ds._y = torch.from_numpy(x), torch.from_numpy(y)
+        ds._init_common(_readonly_int64(y, "y"), groups, group_names)
+        return ds
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The stored features and labels as numpy arrays sharing this split's memory."""
+        return self._x.numpy(), self._y.numpy()
+
     def _init_common(
         self,
         labels: np.ndarray,

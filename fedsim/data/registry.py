@@ -1,4 +1,5 @@
-"""`load_dataset`: a data set by registry name or import path, cached per process.
+"""`load_dataset`: a data set by registry name or import path, cached per process (and,
+inside a run, memory-mapped once per machine: `fedsim.data.cache`).
 
 The names are entries of `fedsim.registry.DATASETS`. A user loader (registered
 with ``@fedsim.register_dataset`` or given as ``"package.module:load"``) is called
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Hashable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fedsim import registry
+from fedsim.data import cache
 from fedsim.data._checks import check_int
 from fedsim.data.base import ArrayDataset, DatasetBundle
 from fedsim.data.errors import DataError
@@ -44,13 +47,23 @@ def _check_options(name: str, options: dict[str, Any]) -> None:
             raise DataError(f"option {key}={value!r} must be a hashable value (number, string)")
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
-def _load_cached(name: str, seed: int, options: tuple[tuple[str, Any], ...]) -> DatasetBundle:
+def _build(name: str, seed: int, options: tuple[tuple[str, Any], ...]) -> DatasetBundle:
     entry = registry.DATASETS.resolve(name)
     result = entry.load()(seed=seed, **dict(options))
     if entry.builtin or isinstance(result, DatasetBundle):
         return result
     return bundle_from_arrays(name, result)
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _load_cached(
+    name: str, seed: int, options: tuple[tuple[str, Any], ...], root: Path | None
+) -> DatasetBundle:
+    if root is None:
+        return _build(name, seed, options)
+    return cache.cached_bundle(
+        root, cache.entry_key(name, seed, options), lambda: _build(name, seed, options)
+    )
 
 
 def load_dataset(name: str, *, seed: int, **options: Any) -> DatasetBundle:
@@ -59,7 +72,9 @@ def load_dataset(name: str, *, seed: int, **options: Any) -> DatasetBundle:
 
     Ray workers call this once per process; the cache (keyed by name, seed and the sorted
     options) makes later calls free and means every client in a process shares one copy of the
-    data. Bundles are shared, so treat them as read-only.
+    data. Inside a run (`fedsim.data.cache.CACHE_ENV` set) the arrays are built once per
+    machine and memory-mapped by the server and every worker. Bundles are shared, so treat
+    them as read-only.
 
     Args:
         name: a registered name ("digits", "shakespeare", "synthetic", ...) or an import
@@ -81,7 +96,7 @@ def load_dataset(name: str, *, seed: int, **options: Any) -> DatasetBundle:
         raise DataError(str(exc)) from None
     seed = check_int("seed", seed, minimum=0)  # before the cache, which needs a hashable seed
     _check_options(name, options)
-    return _load_cached(name, seed, tuple(sorted(options.items())))
+    return _load_cached(name, seed, tuple(sorted(options.items())), cache.cache_root())
 
 
 def bundle_from_arrays(name: str, data: Any) -> DatasetBundle:

@@ -56,8 +56,15 @@ def test_rounds_tiny(tmp_path: Path) -> None:
     assert data["checks"]["max_abs_diff_auto_vs_k1"] == 0.0
     # The vectorised engine ran, beside the sequential one, to float rounding of it.
     assert data["engine_summary"]["engine"] == "vectorised"
-    for name in ("fedsim_auto_over_fedsim_vec", "fedsim_vec_over_floor", "fedsim_vec_dp_over_nodp"):
+    for name in (
+        "fedsim_auto_over_fedsim_vec",
+        "fedsim_vec_over_floor",
+        "fedsim_vec_dp_over_nodp",
+        "plain_flower_over_fedsim_vec",
+    ):
         assert _is_number(ratios[name])
+    # The plain Flower baseline trained every client of every round.
+    assert len(data["plain_flower"]["round_seconds"]) == data["setup"]["rounds"]
     assert data["checks"]["max_abs_diff_auto_vs_vec"] < 1e-4
 
 
