@@ -8,11 +8,13 @@ working directory, and the script's components through the script's directory.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from fedsim.config import Scenario
 from fedsim.rundir import read_jsonl
@@ -72,6 +74,31 @@ def fedsim_run(tmp_path: Path, name: str, model: str, fail: float = 0.0) -> tupl
     return proc.returncode, proc.stderr, out
 
 
+def resume_after_a_kill(done: Path, killed: Path) -> None:
+    """`fedsim resume` of the state a kill after round 1's checkpoint leaves ends with
+    the uninterrupted run's weights: the workers rebuild the user's components."""
+    shutil.copytree(done, killed)
+    for name in ("summary.json", "model.pt", "checkpoints/round_00002.pt"):
+        (killed / name).unlink()
+    pointer = {"round": 1, "file": "round_00001.pt"}
+    (killed / "checkpoints" / "latest.json").write_text(json.dumps(pointer) + "\n")
+    proc = subprocess.run(
+        [FEDSIM, "resume", str(killed), "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["rounds"] == 2 and summary["resumed_from_round"] == 1
+    assert summary["accuracy"] > 0.5
+    want = torch.load(done / "model.pt", weights_only=True)
+    got = torch.load(killed / "model.pt", weights_only=True)
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+
+
 def test_user_components_by_import_path_and_by_decorator(tmp_path: Path) -> None:
     code, err, out = fedsim_run(tmp_path, "by_path", "tests.fixtures.nets:make_net")
     assert code == 0, err
@@ -81,6 +108,7 @@ def test_user_components_by_import_path_and_by_decorator(tmp_path: Path) -> None
     # The run records the paths: resume (and the workers) rebuild the same components.
     again = Scenario.from_toml(out / "scenario.toml", before_run=True)
     assert again.strategy.name == "tests.fixtures.strategies:DampedFedAvg"
+    resume_after_a_kill(out, tmp_path / "killed")
 
     script = subprocess.run(
         [sys.executable, "scenarios/custom_components.py", "--rounds", "2", "--quiet"]
