@@ -25,6 +25,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedsim.clients.app import app as client_app
+from fedsim.errors import FedsimError
 
 server_app = ServerApp()
 
@@ -38,8 +39,10 @@ RUN_CONFIG_DEFAULTS: dict[str, Any] = {
 }
 
 
-class FlowerAppError(ValueError):
+class FlowerAppError(FedsimError, ValueError):
     """The run config or the federation cannot run the scenario."""
+
+    bad_input = True
 
 
 @server_app.main()
