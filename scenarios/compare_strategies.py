@@ -1,4 +1,4 @@
-"""Compare FedAvg, FedProx, FedAdam and SCAFFOLD on strongly non-IID digits.
+"""Compare FedAvg, FedProx, FedAdam, SCAFFOLD and FedDyn on strongly non-IID digits.
 
 Every run uses the same scenario and seed: 20 clients holding the 8x8 scikit-learn
 digits split by a Dirichlet(alpha = 0.1) over labels (most clients see two or three
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_STRATEGIES = ("fedavg", "fedprox", "fedadam", "scaffold")
+DEFAULT_STRATEGIES = ("fedavg", "fedprox", "fedadam", "scaffold", "feddyn")
 
 #: strategy.options of each compared strategy (the rest are fedsim's defaults).
 STRATEGY_OPTIONS: dict[str, dict[str, Any]] = {
@@ -51,6 +51,8 @@ STRATEGY_OPTIONS: dict[str, dict[str, Any]] = {
     # local_lr is filled by fedsim from train.lr
     "scaffold": {"global_lr": 1.0},
     "fednova": {},
+    # dynamic regulariser weight (Acar et al. 2021 use 0.01-0.1); population from fedsim
+    "feddyn": {"alpha": 0.01},
 }
 
 TARGET_ACCURACY = 0.8
