@@ -120,10 +120,7 @@ class VectorisedTrainer:
         clients = [self._client(job) for job in jobs]
         params = self._stack([job.global_state for job in jobs])
         anchor = {k: v.clone() for k, v in params.items()}
-        objective = self._objective(jobs)
-        state = self._states(jobs, params, objective.state_key)
-        config = self._configs(jobs)
-        regularised = objective.has_regulariser()
+        groups = self._objective_groups(jobs, params)
         lr = torch.full((len(jobs),), self.scenario.train.lr, device=self.device)
         opt_state = optimizer_state(self.scenario, params)
         for step in range(max(c.steps for c in clients)):
@@ -134,18 +131,9 @@ class VectorisedTrainer:
             full = len(act) == len(clients)
             sub = params if full else {k: t[sel] for k, t in params.items()}
             grads = self._gradients(sub, [clients[v] for v in act])
-            if regularised:
-                # data-free terms, after clipping and noise (as the sequential step hook)
-                pick = {k: _take(t, sel, full) for k, t in anchor.items()}
-                reg = regulariser_grads(
-                    objective,
-                    sub,
-                    pick,
-                    {k: _take(t, sel, full) for k, t in state.items()},
-                    {k: _take(t, sel, full) for k, t in config.items()},
-                )
-                for k, g in grads.items():
-                    g += reg[k]
+            # data-free terms, after clipping and noise (as the sequential step hook)
+            for objective, rows, state, config in groups:
+                self._add_regulariser(objective, rows, act, sub, anchor, state, config, grads)
             new = optimizer_step(self.scenario, sub, grads, opt_state, sel, full, step + 1, lr)
             for k, t in new.items():
                 _put(params, k, t, sel, full)
@@ -179,13 +167,58 @@ class VectorisedTrainer:
             for name in self.names
         }
 
-    def _objective(self, jobs: Sequence[ClientJob]) -> Objective:
-        """The chunk's objective (one per round's strategy, so one per chunk)."""
-        objectives = {type(resolve_objective(self.scenario, job.config)) for job in jobs}
-        if len(objectives) > 1:
-            names = sorted(o.__name__ for o in objectives)
-            raise ValueError(f"one chunk's clients have different objectives: {names}")
-        return resolve_objective(self.scenario, jobs[0].config)
+    def _objective_groups(self, jobs: Sequence[ClientJob], params: Params) -> list[tuple]:
+        """(objective, chunk rows, stacked state, stacked config) per objective with a
+        regulariser: a round's strategy gives one, tests and "auto" may mix them."""
+        by_type: dict[type, tuple[Objective, list[int]]] = {}
+        for v, job in enumerate(jobs):
+            obj = resolve_objective(self.scenario, job.config)
+            by_type.setdefault(type(obj), (obj, []))[1].append(v)
+        groups = []
+        for obj, rows in by_type.values():
+            if obj.has_regulariser():
+                picked = [jobs[v] for v in rows]
+                sub = {k: t[rows] for k, t in params.items()}
+                state = self._states(picked, sub, obj.state_key)
+                groups.append((obj, rows, state, self._configs(picked)))
+        return groups
+
+    def _add_regulariser(
+        self,
+        objective: Objective,
+        rows: list[int],
+        act: list[int],
+        sub: Params,
+        anchor: Params,
+        state: Params,
+        config: Params,
+        grads: Params,
+    ) -> None:
+        """grads += the regulariser's gradient, for the active clients of one group.
+
+        `sub` and `grads` hold the active clients `act`; `anchor` the whole chunk;
+        `state` and `config` the group's `rows`.
+        """
+        pos = {v: i for i, v in enumerate(act)}
+        mine = [j for j, v in enumerate(rows) if v in pos]  # group rows still active
+        if not mine:
+            return
+        at = [pos[rows[j]] for j in mine]  # their positions among the active clients
+        whole = len(at) == len(act)
+        pick = torch.tensor(mine, device=self.device)
+        idx = torch.tensor(at, device=self.device)
+        reg = regulariser_grads(
+            objective,
+            sub if whole else {k: t[idx] for k, t in sub.items()},
+            {k: t[[rows[j] for j in mine]] for k, t in anchor.items()},
+            {k: t[pick] for k, t in state.items()},
+            {k: t[pick] for k, t in config.items()},
+        )
+        for k, g in grads.items():
+            if whole:
+                g += reg[k]
+            else:
+                g.index_add_(0, idx, reg[k])
 
     def _states(self, jobs: Sequence[ClientJob], params: Params, key: str | None) -> Params:
         """Each client's state record (SCAFFOLD's c - c_i, ...), zero where none was sent."""
