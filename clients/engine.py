@@ -84,7 +84,7 @@ def choose_engine(scenario: Scenario, model: nn.Module, dataset: ArrayDataset) -
     setting = scenario.backend.engine
     if setting == "sequential":
         return EngineChoice("sequential", "backend.engine = 'sequential'", None)
-    failure = probe(model, dataset)
+    failure = _objective_failure(scenario) or probe(model, dataset)
     if failure is None:
         why = "set by backend.engine" if setting == "vectorised" else "the model passed the probe"
         return EngineChoice("vectorised", why, vector_clients(scenario, model))
@@ -94,6 +94,20 @@ def choose_engine(scenario: Scenario, model: nn.Module, dataset: ArrayDataset) -
             f"vmap probe ({failure}); use backend.engine = 'sequential' or 'auto'"
         )
     return EngineChoice("sequential", f"vmap probe failed: {failure}", None)
+
+
+def _objective_failure(scenario: Scenario) -> str | None:
+    """Why the vectorised engine cannot train the scenario's objective, or None.
+
+    It vmaps the built-in cross-entropy; a custom data term trains sequentially.
+    """
+    if scenario.train.objective == "auto":
+        return None  # "auto" picks built-ins only
+    from fedsim.clients.objectives import resolve_objective
+
+    if resolve_objective(scenario).custom_data_term():
+        return f"objective {scenario.train.objective!r} has its own data term"
+    return None
 
 
 def probe(model: nn.Module, dataset: ArrayDataset) -> str | None:

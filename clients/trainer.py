@@ -19,6 +19,7 @@ from torch import nn
 
 from fedsim.clients.cohort import ClientJob, JobOutcome
 from fedsim.clients.dp import LocalPlan, local_steps, plan_participation
+from fedsim.clients.objectives import Context, Objective, client_context, resolve_objective
 from fedsim.config import Scenario
 from fedsim.data import ArrayDataset
 from fedsim.errors import FedsimError
@@ -78,14 +79,19 @@ class LocalTrainer:
         self.device = device or torch.device("cpu")
         self.model = build_global_model(scenario, input_shape, num_classes).to(self.device)
         self.dp = scenario.dp.mode == "sample"
-        self._prox: tuple[float, list[torch.Tensor]] | None = None
-        self._correction: list[torch.Tensor] | None = None
+        self.objective: Objective = resolve_objective(scenario)
+        # the client's context (global params, state, config), set per client by train()
+        self._ctx: Context | None = None
         params = [p for p in self.model.parameters() if p.requires_grad]
         inner = _make_optimizer(scenario, params)
         self.loss_fn = nn.CrossEntropyLoss()
         self.grad_sample_mode = (
             choose_grad_sample_mode(self.model, scenario.dp.grad_sample_mode) if self.dp else "none"
         )
+        if self.grad_sample_mode == "ghost" and self.objective.custom_data_term():
+            # ghost clipping wraps a criterion(logits, y); a custom data term is a
+            # function of the parameters, clipped from per-example gradients
+            self.grad_sample_mode = "hooks"
         self._criterion: object = self.loss_fn
         if self.dp:
             self._wrap_private(inner)
@@ -134,7 +140,7 @@ class LocalTrainer:
                 self.forward_module, self.optimizer, nn.CrossEntropyLoss(), "mean"
             )
         self._inner = inner
-        self.optimizer.attach_step_hook(self._add_proximal_grad)  # type: ignore[attr-defined]
+        self.optimizer.attach_step_hook(self._add_regulariser_grad)  # type: ignore[attr-defined]
 
     # ----------------------------------------------------------------- weights
     def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
@@ -166,9 +172,10 @@ class LocalTrainer:
             global_state: the global model's state dict.
             progress: if given, progress[0] is kept equal to the steps done so far, so
                 a caller can tell how much privacy a failing client already spent.
-            config: the strategy's ConfigRecord for this client; "proximal-mu" (FedProx)
-                adds mu/2 * ||w - w_global||^2 to the local objective; "correction" (a
-                state dict, SCAFFOLD's c - c_i) is added to every step's gradient.
+            config: the strategy's ConfigRecord for this client, with its per-client
+                array records decoded (SCAFFOLD's "correction", FedDyn's state): the
+                objective's inputs (fedsim.clients.objectives; "proximal-mu" makes
+                the FedProx term under train.objective = "auto").
 
         Raises:
             ClientFailure: an injected fault (scenario `faults.fail_probability`).
@@ -176,15 +183,7 @@ class LocalTrainer:
         sc = self.scenario
         self.load_state(global_state)
         self._inner.state.clear()  # momentum / Adam moments belong to one client
-        mu = float((config or {}).get("proximal-mu", 0.0) or 0.0)  # type: ignore[arg-type]
-        self._prox = (mu, [p.detach().clone() for p in self.model.parameters()]) if mu > 0 else None
-        corr = (config or {}).get("correction")
-        # SCAFFOLD's c - c_i, added to every step's gradient by _add_proximal_grad.
-        self._correction = (
-            [corr[name].to(self.device, p.dtype) for name, p in self.model.named_parameters()]  # type: ignore[index]
-            if corr is not None
-            else None
-        )
+        self._set_context(config)
         self.model.train()
         n = len(indices)
         # With secure_rng the batch masks are secret too: amplification by sampling
@@ -231,32 +230,50 @@ class LocalTrainer:
             return None
         x, y = self.dataset.batch(batch_idx)
         x, y = x.to(self.device), y.to(self.device)
-        loss = self._criterion(self.forward_module(x), y)  # type: ignore[operator]
+        if self.objective.custom_data_term():
+            assert self._ctx is not None
+            params = dict(self.model.named_parameters())
+            loss = self.objective.objective(params, (x, y), self._ctx).mean()
+        else:  # the built-in cross-entropy, on Opacus' path (ghost clipping's criterion)
+            loss = self._criterion(self.forward_module(x), y)  # type: ignore[operator]
         loss.backward()
         if not self.dp:
-            self._add_proximal_grad()
+            self._add_regulariser_grad()
         self.optimizer.step()
         return float(loss.detach())
 
-    def _add_proximal_grad(self, *_: object) -> None:
-        """Data-independent gradient terms of the local objective.
+    def _set_context(self, config: Mapping[str, object] | None) -> None:
+        """The client's objective and its context, from the weights just loaded."""
+        self.objective = resolve_objective(self.scenario, config)
+        anchor = {k: p.detach().clone() for k, p in self.model.named_parameters()}
+        ctx = client_context(self.objective, anchor, config)
+        ctx.state = {
+            k: ctx.state[k].to(self.device, anchor[k].dtype) for k in anchor if k in ctx.state
+        }
+        # the forward pass through the (Opacus-wrapped) module, whose weights are params
+        ctx.forward = lambda _params, x: self.forward_module(x)
+        self._ctx = ctx
 
-        FedProx: grad += mu * (w - w_global), the gradient of mu/2 ||w - w_global||^2.
-        SCAFFOLD: grad += c - c_i, the control-variate correction.
+    def _add_regulariser_grad(self, *_: object) -> None:
+        """The gradient of the objective's data-free term, added to the step's gradient.
+
+        FedProx: mu (w - w_global); SCAFFOLD: c - c_i; FedDyn: alpha (w - w_global) - g_i.
         Under DP-SGD this runs after clipping and noise (as the DPOptimizer's step hook):
         the terms do not depend on the data, so adding them costs no privacy, while
         adding them to the loss would put them inside every per-example clip.
         """
+        if self._ctx is None:
+            return
+        params = dict(self.model.named_parameters())
         with torch.no_grad():
-            if self._prox is not None:
-                mu, anchor = self._prox
-                for p, p0 in zip(self.model.parameters(), anchor, strict=True):
-                    if p.grad is not None:
-                        p.grad.add_(p - p0, alpha=mu)
-            if self._correction is not None:
-                for p, c in zip(self.model.parameters(), self._correction, strict=True):
-                    if p.grad is not None:
-                        p.grad.add_(c)
+            grads = self.objective.regulariser_grad(
+                {k: p.detach() for k, p in params.items()}, self._ctx
+            )
+            if grads is None:
+                return
+            for k, p in params.items():
+                if p.grad is not None:
+                    p.grad.add_(grads[k])
 
     def _configure_dp(self, plan: LocalPlan, shard_len: int, client: int, round: int) -> None:
         opt = self.optimizer

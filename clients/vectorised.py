@@ -6,8 +6,9 @@ The chunk's parameters are stacked into a leading client dimension,
 Per-client differences are stacked tensors and masks: shard sizes (each client's
 batch padded to the chunk's largest with weight 0), local steps (a client whose
 steps are done, or that failed, is left out of later steps: nothing changes and no
-privacy is spent), learning rate, FedProx mu, SCAFFOLD corrections and optimizer
-state (SGD with momentum, Adam).
+privacy is spent), learning rate, the objective's inputs (FedProx mu, SCAFFOLD
+corrections, FedDyn's state: its regulariser's gradient is vmapped over the
+clients, fedsim.clients.objectives) and optimizer state (SGD with momentum, Adam).
 
 DP-SGD is what the accountant assumes and what the sequential engine does with
 Opacus: each client's Poisson batch comes from its own generator (the same
@@ -32,6 +33,7 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from fedsim.clients.cohort import ClientJob, JobOutcome
 from fedsim.clients.dp import LocalPlan, local_steps, plan_participation
+from fedsim.clients.objectives import Context, Objective, resolve_objective
 from fedsim.clients.trainer import (
     BatchSampler,
     TrainResult,
@@ -58,7 +60,6 @@ class _Client:
     plan: LocalPlan | None
     noise_gen: torch.Generator | None
     expected_batch: int
-    mu: float
     losses: list[float] = field(default_factory=list)
 
     def active(self, step: int) -> bool:
@@ -119,9 +120,8 @@ class VectorisedTrainer:
         clients = [self._client(job) for job in jobs]
         params = self._stack([job.global_state for job in jobs])
         anchor = {k: v.clone() for k, v in params.items()}
-        corrections = self._corrections(jobs, params)
+        groups = self._objective_groups(jobs, params)
         lr = torch.full((len(jobs),), self.scenario.train.lr, device=self.device)
-        mu = torch.tensor([c.mu for c in clients], device=self.device)
         opt_state = optimizer_state(self.scenario, params)
         for step in range(max(c.steps for c in clients)):
             act = [v for v, c in enumerate(clients) if c.active(step)]
@@ -131,12 +131,9 @@ class VectorisedTrainer:
             full = len(act) == len(clients)
             sub = params if full else {k: t[sel] for k, t in params.items()}
             grads = self._gradients(sub, [clients[v] for v in act])
-            mu_act = _take(mu, sel, full)
-            for k, g in grads.items():
-                # data-free terms, after clipping and noise (as the sequential step hook)
-                g += _per_client(mu_act, g) * (sub[k] - _take(anchor[k], sel, full))
-                if corrections is not None:
-                    g += _take(corrections[k], sel, full)
+            # data-free terms, after clipping and noise (as the sequential step hook)
+            for objective, rows, state, config in groups:
+                self._add_regulariser(objective, rows, act, sub, anchor, state, config, grads)
             new = optimizer_step(self.scenario, sub, grads, opt_state, sel, full, step + 1, lr)
             for k, t in new.items():
                 _put(params, k, t, sel, full)
@@ -149,7 +146,6 @@ class VectorisedTrainer:
         gen = dp_torch_generator(
             self.dp and sc.dp.secure_rng, sc.seed, "batches", job.round, job.client
         )
-        config = job.config or {}
         return _Client(
             job=job,
             steps=local_steps(sc, n, job.client, job.round),
@@ -161,7 +157,6 @@ class VectorisedTrainer:
             # noise on the CPU from the client's generator, as the sequential engine
             noise_gen=noise_generator(sc, job.round, job.client) if plan else None,
             expected_batch=max(1, min(n, sc.train.batch_size)),
-            mu=float(config.get("proximal-mu", 0.0) or 0.0),  # type: ignore[arg-type]
         )
 
     def _stack(self, states: Sequence[Mapping[str, torch.Tensor]]) -> Params:
@@ -172,11 +167,64 @@ class VectorisedTrainer:
             for name in self.names
         }
 
-    def _corrections(self, jobs: Sequence[ClientJob], params: Params) -> Params | None:
-        """SCAFFOLD's c - c_i per client (zero for a client without one), or None."""
-        given = [job.config.get("correction") if job.config else None for job in jobs]
+    def _objective_groups(self, jobs: Sequence[ClientJob], params: Params) -> list[tuple]:
+        """(objective, chunk rows, stacked state, stacked config) per objective with a
+        regulariser: a round's strategy gives one, tests and "auto" may mix them."""
+        by_type: dict[type, tuple[Objective, list[int]]] = {}
+        for v, job in enumerate(jobs):
+            obj = resolve_objective(self.scenario, job.config)
+            by_type.setdefault(type(obj), (obj, []))[1].append(v)
+        groups = []
+        for obj, rows in by_type.values():
+            if obj.has_regulariser():
+                picked = [jobs[v] for v in rows]
+                sub = {k: t[rows] for k, t in params.items()}
+                state = self._states(picked, sub, obj.state_key)
+                groups.append((obj, rows, state, self._configs(picked)))
+        return groups
+
+    def _add_regulariser(
+        self,
+        objective: Objective,
+        rows: list[int],
+        act: list[int],
+        sub: Params,
+        anchor: Params,
+        state: Params,
+        config: Params,
+        grads: Params,
+    ) -> None:
+        """grads += the regulariser's gradient, for the active clients of one group.
+
+        `sub` and `grads` hold the active clients `act`; `anchor` the whole chunk;
+        `state` and `config` the group's `rows`.
+        """
+        pos = {v: i for i, v in enumerate(act)}
+        mine = [j for j, v in enumerate(rows) if v in pos]  # group rows still active
+        if not mine:
+            return
+        at = [pos[rows[j]] for j in mine]  # their positions among the active clients
+        whole = len(at) == len(act)
+        pick = torch.tensor(mine, device=self.device)
+        idx = torch.tensor(at, device=self.device)
+        reg = regulariser_grads(
+            objective,
+            sub if whole else {k: t[idx] for k, t in sub.items()},
+            {k: t[[rows[j] for j in mine]] for k, t in anchor.items()},
+            {k: t[pick] for k, t in state.items()},
+            {k: t[pick] for k, t in config.items()},
+        )
+        for k, g in grads.items():
+            if whole:
+                g += reg[k]
+            else:
+                g.index_add_(0, idx, reg[k])
+
+    def _states(self, jobs: Sequence[ClientJob], params: Params, key: str | None) -> Params:
+        """Each client's state record (SCAFFOLD's c - c_i, ...), zero where none was sent."""
+        given = [job.config.get(key) if job.config and key else None for job in jobs]
         if all(c is None for c in given):
-            return None
+            return {}
         keys = {name: key for key, name in self.key_to_param.items()}
         out = {}
         for name in self.names:
@@ -186,6 +234,22 @@ class VectorisedTrainer:
             ]
             out[name] = torch.stack(rows).to(self.device, torch.float32)
         return out
+
+    def _configs(self, jobs: Sequence[ClientJob]) -> Params:
+        """The numeric config values the chunk's clients share, stacked (V,) (0 if absent)."""
+        keys = {
+            k
+            for job in jobs
+            for k, v in (job.config or {}).items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        return {
+            k: torch.tensor(
+                [float((job.config or {}).get(k, 0.0) or 0.0) for job in jobs],  # type: ignore[arg-type]
+                device=self.device,
+            )
+            for k in sorted(keys)
+        }
 
     def _gradients(self, params: Params, clients: list[_Client]) -> Params:
         """One step's gradient of every active client: plain, or DP-SGD's noisy mean."""
@@ -303,6 +367,22 @@ def make_grad_fns(model: nn.Module, names: list[str]) -> tuple[Callable, Callabl
     plain = vmap(grad_and_value(batch_loss))
     per_example = vmap(vmap(grad_and_value(example_loss), in_dims=(None, 0, 0)))
     return plain, per_example
+
+
+def regulariser_grads(
+    objective: Objective, params: Params, anchor: Params, state: Params, config: Params
+) -> Params:
+    """The objective's regulariser gradient of every client, vmapped: (V, *shape) each.
+
+    `anchor` is each client's global parameters, `state` its state record ({} if no
+    client has one), `config` its numeric config values as (V,) tensors.
+    """
+
+    def one(p: Params, g: Params, st: Params, cf: Params) -> Params:
+        out = objective.regulariser_grad(p, Context(g, st, cf))
+        return out if out is not None else {k: torch.zeros_like(t) for k, t in p.items()}
+
+    return vmap(one)(params, anchor, state, config)
 
 
 def optimizer_state(scenario: Scenario, params: Params) -> dict[str, Params]:

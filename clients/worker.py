@@ -186,11 +186,12 @@ class WorkerState:
 
 
 def _client_config(content: dict) -> dict[str, object]:
-    """The strategy's ConfigRecord for a client, with SCAFFOLD's correction decoded."""
+    """The strategy's ConfigRecord for a client, with its per-client array records
+    (SCAFFOLD's "correction", FedDyn's "feddyn-grad": objective inputs) decoded."""
     config = dict(content["config"]) if "config" in content else {}
-    correction = content.get("correction")
-    if correction is not None:
-        config["correction"] = correction.to_torch_state_dict()
+    for key, record in content.items():
+        if key not in ("arrays", "config") and isinstance(record, ArrayRecord):
+            config[key] = record.to_torch_state_dict()
     return config
 
 

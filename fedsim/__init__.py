@@ -17,6 +17,7 @@ __all__ = [
     "run",
     "register_dataset",
     "register_model",
+    "register_objective",
     "register_strategy",
     "__version__",
 ]
@@ -27,7 +28,12 @@ def __getattr__(name: str) -> Any:
         from fedsim import config
 
         return getattr(config, name)
-    if name in ("register_model", "register_dataset", "register_strategy"):
+    if name in (
+        "register_model",
+        "register_dataset",
+        "register_strategy",
+        "register_objective",
+    ):
         from fedsim import registry
 
         return getattr(registry, name)

@@ -31,6 +31,8 @@ _STATE_ATTRS = (
     "clip_norm",
     "c_global",
     "c_clients_flat",
+    "h_server",
+    "grad_clients_flat",
 )
 
 

@@ -91,6 +91,9 @@ DatasetName = _registered(registry.DATASETS)
 PartitionMethod = _registered(registry.PARTITIONS)
 ModelName = _registered(registry.MODELS)
 StrategyName = _registered(registry.STRATEGIES)
+ObjectiveName = Annotated[
+    str, AfterValidator(lambda v: v if v == "auto" else registry.OBJECTIVES.canonical(v))
+]
 # Methods fedsim implements itself (vectorised numpy); the rest go through flwr-datasets.
 OWN_PARTITIONS = tuple(
     e.name for e in registry.PARTITIONS.entries() if "fedsim" in e.info["backends"]
@@ -188,6 +191,10 @@ class TrainConfig(_Section):
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     max_steps: int | None = Field(
         None, ge=1, description="cap on local steps per round (large shards)"
+    )
+    objective: ObjectiveName = Field(
+        "auto",
+        description="client objective (fedsim.clients.objectives); auto: the strategy's",
     )
 
 

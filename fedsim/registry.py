@@ -1,4 +1,5 @@
-"""One registry per kind of component: models, datasets, partitions, strategies.
+"""One registry per kind of component: models, datasets, partitions, strategies,
+client objectives.
 
 Each registry is the single source of truth for its kind: the names a scenario may
 use, what each name builds (an import target, loaded only when needed) and the
@@ -459,6 +460,14 @@ def _check_strategy(obj: Any) -> str | None:
     return f"{obj!r} is not a subclass of flwr.serverapp.strategy.Strategy"
 
 
+def _check_objective(obj: Any) -> str | None:
+    from fedsim.clients.objectives import Objective
+
+    if isinstance(obj, type) and issubclass(obj, Objective):
+        return None
+    return f"{obj!r} is not a subclass of fedsim.clients.objectives.Objective"
+
+
 def signature_options(obj: Any, skip: Iterable[str] = ()) -> tuple[dict[str, Any], bool]:
     """The keyword options a builder, loader or class takes: ({name: default}, open).
 
@@ -492,6 +501,7 @@ MODELS = Registry("model", check=_check_callable, inputs=("input_shape", "num_cl
 DATASETS = Registry("dataset", check=_check_callable, inputs=("seed",))
 PARTITIONS = Registry("partition")
 STRATEGIES = Registry("strategy", fold_case=True, check=_check_strategy)
+OBJECTIVES = Registry("objective", check=_check_objective)
 
 # Models: info "input" is "features" (float tensors) or "tokens" (int64 ids).
 for _name, _input in (
@@ -600,6 +610,18 @@ STRATEGIES.add(
     local_sgd=True,
     defaults={"momentum": "train.momentum"},
 )
+STRATEGIES.add(
+    "feddyn",
+    "fedsim.strategies.feddyn:FedDyn",
+    defaults={"population": "population"},
+)
+
+# Client objectives (fedsim.clients.objectives); train.objective = "auto" picks the
+# built-in whose inputs the strategy sends (fedsim.clients.objectives.auto_objective).
+OBJECTIVES.add("erm", "fedsim.clients.objectives:Objective")
+OBJECTIVES.add("fedprox", "fedsim.clients.objectives:FedProx")
+OBJECTIVES.add("scaffold", "fedsim.clients.objectives:Scaffold")
+OBJECTIVES.add("feddyn", "fedsim.clients.objectives:FedDyn")
 
 
 # ---------------------------------------------------------------- decorators
@@ -659,10 +681,26 @@ def register_strategy(name: str, *, user_dp: bool = False) -> Callable[[T], T]:
     return _decorator(STRATEGIES, name, {"user_dp": bool(user_dp)})
 
 
+def register_objective(name: str) -> Callable[[T], T]:
+    """Register a client objective: a subclass of ``fedsim.clients.objectives.Objective``.
+
+    Override ``objective`` (the data term, clipped under DP-SGD), ``regulariser``
+    (data-free, added after the noise) and ``after_round`` as the algorithm needs;
+    a scenario selects it with ``train.objective = name``::
+
+        @fedsim.register_objective("l2")
+        class L2(Objective):
+            def regulariser(self, params, ctx):
+                return 1e-3 * sum((p**2).sum() for p in params.values())
+    """
+    return _decorator(OBJECTIVES, name, {})
+
+
 __all__ = [
     "DATASETS",
     "Entry",
     "MODELS",
+    "OBJECTIVES",
     "PARTITIONS",
     "REQUIRED",
     "Registry",
@@ -675,6 +713,7 @@ __all__ = [
     "load_target",
     "register_dataset",
     "register_model",
+    "register_objective",
     "register_strategy",
     "signature_options",
     "worker_sys_path",

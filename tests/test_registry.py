@@ -77,7 +77,9 @@ def test_the_registries_hold_the_names_the_schema_listed() -> None:
     assert set(registry.STRATEGIES.names()) == {
         "fedavg", "fedavgm", "fedprox", "fedadagrad", "fedadam", "fedyogi", "qfedavg",
         "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan", "scaffold", "fednova",
+        "feddyn",
     }  # fmt: skip
+    assert registry.OBJECTIVES.names() == ["erm", "fedprox", "scaffold", "feddyn"]
     assert registry.DATASETS.info("cifar10")["input_shape"] == (3, 32, 32)
     assert registry.DATASETS.info("femnist")["num_classes"] == 62
 

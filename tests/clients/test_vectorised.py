@@ -80,7 +80,6 @@ def test_noise_std_is_z_times_clip_per_client() -> None:
             plan=plan,
             noise_gen=torch_generator(1, "noise", c),
             expected_batch=4,
-            mu=0.0,
         )
         for c, plan in enumerate(plans)
     ]
