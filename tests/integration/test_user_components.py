@@ -47,6 +47,7 @@ options = {{ damping = 0.8 }}
 
 [train]
 lr = 0.1
+objective = "tests.fixtures.objectives:WeightDecay"
 
 [dp]
 mode = "sample"
@@ -108,6 +109,7 @@ def test_user_components_by_import_path_and_by_decorator(tmp_path: Path) -> None
     # The run records the paths: resume (and the workers) rebuild the same components.
     again = Scenario.from_toml(out / "scenario.toml", before_run=True)
     assert again.strategy.name == "tests.fixtures.strategies:DampedFedAvg"
+    assert again.train.objective == "tests.fixtures.objectives:WeightDecay"
     resume_after_a_kill(out, tmp_path / "killed")
 
     script = subprocess.run(
@@ -124,6 +126,7 @@ def test_user_components_by_import_path_and_by_decorator(tmp_path: Path) -> None
     assert summary["accuracy"] > 0.5
     recorded = (tmp_path / "by_decorator" / "scenario.toml").read_text()
     assert 'name = "custom_components:tinynet"' in recorded
+    assert 'objective = "custom_components:SmallWeights"' in recorded
 
 
 def test_clients_that_all_raise_fail_the_run_and_injected_failures_do_not(
