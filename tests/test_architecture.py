@@ -169,6 +169,11 @@ def test_privacy_imports_no_engine_cli_or_client() -> None:
     assert _violations(("fedsim.privacy",), ENGINE + CLI + CLIENT_SIDE) == set()
 
 
+def test_audit_imports_no_client() -> None:
+    # The audit reads a run's files alone; a client module would tie it to the workers.
+    assert _violations(("fedsim.audit",), CLIENT_SIDE) == set()
+
+
 def test_data_imports_no_client() -> None:
     assert _violations(("fedsim.data",), CLIENT_SIDE) == set()
 
@@ -182,3 +187,40 @@ def test_config_loads_without_torch_flwr_ray_or_opacus() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.strip() == ""
+
+
+MAX_FUNCTION_LINES = 60
+
+# Functions allowed over MAX_FUNCTION_LINES, each with why; (module path, name).
+LONG_FUNCTION_ALLOWED = {
+    ("clients/trainer.py", "train"): (
+        "the DP local-training loop is being reshaped for the vectorised engine in "
+        "another change; it is split there"
+    ),
+    ("fedsim/data/flwr_partitioners.py", "flwr_partition"): (
+        "its docstring is the 26-line table of methods and options, which "
+        "test_method_table_is_documented requires on the function itself; the code is "
+        "23 lines (checks and the natural-id choice are helpers)"
+    ),
+}
+
+
+def _long_functions() -> dict[tuple[str, str], int]:
+    found = {}
+    for folder in PACKAGES.values():
+        for path in sorted(folder.rglob("*.py")):
+            tree = ast.parse(path.read_text(), filename=str(path))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    # def line to last line, decorators aside, docstring included.
+                    lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                    if lines > MAX_FUNCTION_LINES:
+                        found[(str(path.relative_to(ROOT)), node.name)] = lines
+    return found
+
+
+def test_no_function_is_over_60_lines_but_the_allowed() -> None:
+    long = _long_functions()
+    assert {k: v for k, v in long.items() if k not in LONG_FUNCTION_ALLOWED} == {}
+    # An allowed function that got short must leave the list.
+    assert set(LONG_FUNCTION_ALLOWED) - set(long) == set()

@@ -31,7 +31,8 @@ def check_sample_lines(
             empty or DP is off, where no plan exists).
         cache: Shared epsilon cache.
     """
-    from fedsim.clients.dp import plan_participation
+    # The plan maths lives in fedsim.privacy.plan: the audit reads no client module.
+    from fedsim.privacy.plan import scenario_plan
 
     out: list[Finding] = []
     if lines and scenario.dp.mode != "sample":
@@ -68,7 +69,7 @@ def check_sample_lines(
             continue
         size = int(shard_sizes[client])
         if size not in plans:
-            plans[size] = plan_participation(scenario, size)
+            plans[size] = scenario_plan(scenario, size)
         out.extend(_check_plan(line, plans[size], size, scenario))
     out.extend(_check_round_sizes(per_round, scenario))
     return out
