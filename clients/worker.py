@@ -102,6 +102,21 @@ class WorkerState:
             os._exit(17)  # a worker process dying mid-round, as an OOM kill would
         return None
 
+    def _failed_outcome(self, job: ClientJob, done: JobOutcome) -> ClientOutcome:
+        """The outcome of a client whose training raised: the error and its privacy."""
+        exc = done.error
+        assert exc is not None  # a JobOutcome holds a result or the error that stopped it
+        # An injected fault is data; anything else is the client's code failing,
+        # which the server counts (fedsim.failures) and logs with its traceback.
+        real = not isinstance(exc, ClientFailure)
+        out = ClientOutcome(
+            client=job.client, error=_describe(exc), extra=outcome_fields(exc) if real else {}
+        )
+        out.steps_before_error = done.steps_done
+        if self.trainer.dp:
+            out.privacy = self._privacy(len(job.indices), done.steps_done)
+        return out
+
     def _after_training(self, job: ClientJob, done: JobOutcome) -> ClientOutcome:
         """The outcome of a trained (or failed) client: privacy, lateness, NaN checks."""
         client, indices = job.client, job.indices
@@ -109,18 +124,7 @@ class WorkerState:
         seed = self.scenario.seed
         res = done.result
         if res is None:
-            exc = done.error
-            assert exc is not None  # a JobOutcome holds a result or the error that stopped it
-            # An injected fault is data; anything else is the client's code failing,
-            # which the server counts (fedsim.failures) and logs with its traceback.
-            real = not isinstance(exc, ClientFailure)
-            out = ClientOutcome(
-                client=client, error=_describe(exc), extra=outcome_fields(exc) if real else {}
-            )
-            out.steps_before_error = done.steps_done
-            if self.trainer.dp:
-                out.privacy = self._privacy(len(indices), done.steps_done)
-            return out
+            return self._failed_outcome(job, done)
         privacy = self._privacy(len(indices), res.steps) if self.trainer.dp else None
         extra: dict[str, float | int] = {}
         if faults.speed_sigma > 0 or faults.round_deadline is not None:

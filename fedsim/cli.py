@@ -28,9 +28,42 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fedsim",
         description="Federated learning with differential privacy, simulated on Flower + Ray.",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    _add_debug(parser)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_run_parser(sub)
 
+    check_p = sub.add_parser("check", help="validate a scenario without running it")
+    check_p.add_argument("scenario", type=Path)
+    check_p.add_argument("--set", dest="overrides", action="append", default=[])
+    _add_debug(check_p)
+    resume_p = sub.add_parser("resume", help="continue a killed or interrupted run")
+    resume_p.add_argument("run_dir", type=Path)
+    resume_p.add_argument("--quiet", action="store_true", help="no live progress display")
+    _add_debug(resume_p)
+
+    _add_audit_parser(sub)
+    _add_report_parser(sub)
+
+    part_p = sub.add_parser(
+        "partition", help="summarise a scenario's data split and save a heat map"
+    )
+    part_p.add_argument("scenario", type=Path)
+    part_p.add_argument("--set", dest="overrides", action="append", default=[])
+    part_p.add_argument("--png", default=None, help="heat map path")
+    _add_debug(part_p)
+
+    res_p = sub.add_parser("results", help="print the results table of finished runs")
+    res_p.add_argument("run_dirs", nargs="+", type=Path)
+    _add_debug(res_p)
+    return parser
+
+
+def _add_debug(parser: argparse.ArgumentParser) -> None:
+    """Every command (and the top level) takes --debug."""
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def _add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run_p = sub.add_parser("run", help="run a scenario and write its run directory")
     run_p.add_argument("scenario", type=Path, help="scenario TOML file")
     run_p.add_argument(
@@ -44,17 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     run_p.add_argument("--out", type=Path, default=None, help="run directory (default runs/NAME)")
     run_p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     run_p.add_argument("--quiet", action="store_true", help="no live progress display")
-    run_p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    _add_debug(run_p)
 
-    check_p = sub.add_parser("check", help="validate a scenario without running it")
-    check_p.add_argument("scenario", type=Path)
-    check_p.add_argument("--set", dest="overrides", action="append", default=[])
-    check_p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    resume_p = sub.add_parser("resume", help="continue a killed or interrupted run")
-    resume_p.add_argument("run_dir", type=Path)
-    resume_p.add_argument("--quiet", action="store_true", help="no live progress display")
-    resume_p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
+def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     audit_p = sub.add_parser(
         "audit", help="recompute and check every epsilon of a run from its files"
     )
@@ -68,8 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the canary audit's empirical epsilon beside the accountant's",
     )
-    audit_p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    _add_debug(audit_p)
 
+
+def _add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     report_p = sub.add_parser("report", help="write report.html and PNGs for runs")
     report_p.add_argument("run_dirs", nargs="+", type=Path)
     report_p.add_argument(
@@ -87,20 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="figure files' format (the HTML page embeds PNGs)",
     )
     report_p.add_argument("--dpi", type=int, default=100, help="PNG resolution (default 100)")
-    report_p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-
-    part_p = sub.add_parser(
-        "partition", help="summarise a scenario's data split and save a heat map"
-    )
-    part_p.add_argument("scenario", type=Path)
-    part_p.add_argument("--set", dest="overrides", action="append", default=[])
-    part_p.add_argument("--png", default=None, help="heat map path")
-    part_p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-
-    res_p = sub.add_parser("results", help="print the results table of finished runs")
-    res_p.add_argument("run_dirs", nargs="+", type=Path)
-    res_p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    return parser
+    _add_debug(report_p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -296,9 +311,7 @@ def results_rows(
             scenario = None  # the table then shows no noise; the summary is what counts
         rows.append((str(run_dir), summary, scenario))
     if not rows:
-        raise RunDirError(
-            "no finished fedsim run among " + ", ".join(str(d) for d in run_dirs)
-        )
+        raise RunDirError("no finished fedsim run among " + ", ".join(str(d) for d in run_dirs))
     return rows
 
 

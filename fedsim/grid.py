@@ -355,32 +355,12 @@ class VirtualClientGrid(Grid):
                     "no reply before the round timeout" if reply is None else reply.error.reason
                 )
                 cohort_errors.append(reason)
-                # The ledger and metrics keep one line; errors.log the full reason.
-                short = f"cohort failed: {short_reason(reason)}"
-                for msg in cohort:
-                    cid = int(msg.metadata.dst_node_id)
-                    outcomes.append(
-                        ClientOutcome(client=cid, error=short, extra={"cohort_failed": 1})
-                    )
-                    out.append(Message(Error(code=CLIENT_ERROR_CODE, reason=reason), reply_to=msg))
+                _answer_failed_cohort(cohort, reason, outcomes, out)
                 continue
             client_outcomes, info = unpack_reply(reply.content)
             nodes.append(info["node"])
             restarts += self._note_worker(info)
-            by_client = {o.client: o for o in client_outcomes}
-            for msg in cohort:
-                cid = int(msg.metadata.dst_node_id)
-                o = by_client.get(cid) or ClientOutcome(client=cid, error="missing from reply")
-                outcomes.append(o)
-                if o.error is not None:
-                    out.append(Message(Error(code=CLIENT_ERROR_CODE, reason=o.error), reply_to=msg))
-                    continue
-                content = RecordDict()
-                if o.arrays is not None:
-                    content["arrays"] = o.arrays
-                if o.metrics is not None:
-                    content["metrics"] = o.metrics
-                out.append(Message(content, reply_to=msg))
+            _answer_cohort(cohort, client_outcomes, outcomes, out)
         outcomes.sort(key=lambda o: o.client)
         out.sort(key=lambda m: m.metadata.src_node_id)
         report = RoundReport(
@@ -408,3 +388,38 @@ class VirtualClientGrid(Grid):
 def cohorts_message_type(msg: Message) -> str:
     """A cohort is routed like its clients' messages (train / evaluate)."""
     return msg.metadata.message_type
+
+
+def _answer_failed_cohort(
+    cohort: list[Message], reason: str, outcomes: list[ClientOutcome], out: list[Message]
+) -> None:
+    """Append an error outcome and an error reply for each client of a failed cohort."""
+    # The ledger and metrics keep one line; errors.log the full reason.
+    short = f"cohort failed: {short_reason(reason)}"
+    for msg in cohort:
+        cid = int(msg.metadata.dst_node_id)
+        outcomes.append(ClientOutcome(client=cid, error=short, extra={"cohort_failed": 1}))
+        out.append(Message(Error(code=CLIENT_ERROR_CODE, reason=reason), reply_to=msg))
+
+
+def _answer_cohort(
+    cohort: list[Message],
+    client_outcomes: list[ClientOutcome],
+    outcomes: list[ClientOutcome],
+    out: list[Message],
+) -> None:
+    """Append each client's outcome and its reply (an error reply for a failed client)."""
+    by_client = {o.client: o for o in client_outcomes}
+    for msg in cohort:
+        cid = int(msg.metadata.dst_node_id)
+        o = by_client.get(cid) or ClientOutcome(client=cid, error="missing from reply")
+        outcomes.append(o)
+        if o.error is not None:
+            out.append(Message(Error(code=CLIENT_ERROR_CODE, reason=o.error), reply_to=msg))
+            continue
+        content = RecordDict()
+        if o.arrays is not None:
+            content["arrays"] = o.arrays
+        if o.metrics is not None:
+            content["metrics"] = o.metrics
+        out.append(Message(content, reply_to=msg))

@@ -218,12 +218,11 @@ class DPFedAvg(Strategy):
         )
         return [Message(record, node, MessageType.TRAIN) for node in self._sampled]
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        if self._global is None:
-            raise RuntimeError("aggregate_train called before configure_train")
-        global_np = {k: v.numpy() for k, v in self._global.items()}
+    def _clipped_sum(
+        self, replies: Iterable[Message], global_np: dict[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], int, list[float], int]:
+        """Sum of the clipped client updates; how many were within the clip norm, the
+        clients' train losses and how many clients replied without error."""
         total = {k: np.zeros_like(v, dtype=np.float64) for k, v in global_np.items()}
         unclipped, losses, n_ok = 0, [], 0
         for reply in replies:
@@ -240,15 +239,28 @@ class DPFedAvg(Strategy):
             metrics = next(iter(reply.content.metric_records.values()), None)
             if metrics is not None and "train_loss" in metrics:
                 losses.append(float(metrics["train_loss"]))
+        return total, unclipped, losses, n_ok
+
+    def _add_canaries(self, total: dict[str, np.ndarray], global_np: dict[str, np.ndarray]) -> None:
+        """Add this round's canary updates to `total` and count their participations."""
+        # Canary updates have norm exactly C: inserted like clipped client updates.
+        dirs = self.canary_directions(global_np)
+        offset = 0
+        summed = self.clip_norm * dirs[: self.canaries][self._canaries_joined].sum(axis=0)
+        for k, g in global_np.items():
+            total[k] += summed[offset : offset + g.size].reshape(g.shape)
+            offset += g.size
+        self.canary_participations += self._canaries_joined
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        if self._global is None:
+            raise RuntimeError("aggregate_train called before configure_train")
+        global_np = {k: v.numpy() for k, v in self._global.items()}
+        total, unclipped, losses, n_ok = self._clipped_sum(replies, global_np)
         if self.canaries and self._canaries_joined.any():
-            # Canary updates have norm exactly C: inserted like clipped client updates.
-            dirs = self.canary_directions(global_np)
-            offset = 0
-            summed = self.clip_norm * dirs[: self.canaries][self._canaries_joined].sum(axis=0)
-            for k, g in global_np.items():
-                total[k] += summed[offset : offset + g.size].reshape(g.shape)
-                offset += g.size
-            self.canary_participations += self._canaries_joined
+            self._add_canaries(total, global_np)
         rng = self._noise_rng(server_round)
         std = self.update_noise_multiplier * self.clip_norm
         new = {}

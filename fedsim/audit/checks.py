@@ -83,6 +83,17 @@ def clipped_norms_ok(
             f"{batch_x.shape[0]} and {batch_y.shape[0]}"
         )
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss(reduction="sum")
+    opt, params, per_sample, batch_sum = _batch_step(model, batch_x, batch_y, c, loss_fn)
+    largest = _replay_clipping(opt, params, per_sample, batch_sum, int(batch_x.shape[0]), c)
+    opt.zero_grad(set_to_none=True)
+    return largest
+
+
+def _batch_step(
+    model: nn.Module, batch_x: torch.Tensor, batch_y: torch.Tensor, c: float, loss_fn: nn.Module
+) -> tuple[DPOptimizer, list[nn.Parameter], list[torch.Tensor], list[torch.Tensor]]:
+    """One DP-SGD step (noise 0, lr 0) of a copy of `model` on the batch: the optimizer,
+    its parameters, their per-example gradients and the step's summed gradient."""
     work = copy.deepcopy(model)
     work.train()
     gsm = GradSampleModule(work, batch_first=True, loss_reduction="sum")
@@ -104,10 +115,22 @@ def clipped_norms_ok(
     per_sample = [p.grad_sample.detach().clone() for p in params]  # type: ignore[union-attr]
     opt.step()
     batch_sum = [p.grad.detach().clone() for p in params]  # type: ignore[union-attr]
+    return opt, params, per_sample, batch_sum
 
+
+def _replay_clipping(
+    opt: DPOptimizer,
+    params: list[nn.Parameter],
+    per_sample: list[torch.Tensor],
+    batch_sum: list[torch.Tensor],
+    n: int,
+    c: float,
+) -> float:
+    """Pass each of the `n` examples alone through the optimizer's clipping; returns the
+    largest clipped norm, after checking the clipped gradients add up to `batch_sum`."""
     largest = 0.0
     replay = [torch.zeros_like(g) for g in batch_sum]
-    for i in range(batch_x.shape[0]):
+    for i in range(n):
         opt.zero_grad(set_to_none=True)
         for p, g in zip(params, per_sample, strict=True):
             p.grad_sample = g[i : i + 1].clone()
@@ -123,7 +146,6 @@ def clipped_norms_ok(
                 f"per-example replay of the clipping does not add up to the batch step "
                 f"(parameter #{name_i}, max abs diff {float((got - want).abs().max()):.3g})"
             )
-    opt.zero_grad(set_to_none=True)
     return largest
 
 

@@ -120,13 +120,7 @@ def build_report(
     return AuditReport(
         run_dir=inputs.run_dir,
         scenario=sc,
-        ledger=LedgerCounts(
-            lines=len(inputs.lines),
-            sample_lines=len(sample_lines),
-            user_lines=len(user_lines),
-            failed_lines=sum(1 for line in inputs.lines if line.record["status"] == FAILED),
-            discarded_lines=sum(1 for line in inputs.lines if line.record["status"] == DISCARDED),
-        ),
+        ledger=_ledger_counts(inputs, sample_lines, user_lines),
         sample=sample,
         user=user,
         accountants=list(accountants),
@@ -209,3 +203,16 @@ def _cross_check(
             )
         )
     return rows
+
+
+def _ledger_counts(
+    inputs: RunInputs, sample_lines: Sequence[LedgerLine], user_lines: Sequence[LedgerLine]
+) -> LedgerCounts:
+    """How many ledger lines there are, per level and per failed/discarded status."""
+    return LedgerCounts(
+        lines=len(inputs.lines),
+        sample_lines=len(sample_lines),
+        user_lines=len(user_lines),
+        failed_lines=sum(1 for line in inputs.lines if line.record["status"] == FAILED),
+        discarded_lines=sum(1 for line in inputs.lines if line.record["status"] == DISCARDED),
+    )

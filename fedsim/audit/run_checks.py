@@ -106,23 +106,7 @@ def check_summary(
                 "from the scenario's dp.secure_rng",
             )
         ]
-    out = []
-    if scenario.dp.mode != "off":
-        expected = {
-            "noise_rng": "os-entropy" if scenario.dp.secure_rng else "seeded",
-            "sampling_rng": "os-entropy" if scenario.dp.secure_rng else "seeded",
-            "accountant": scenario.dp.accountant,
-            "delta": scenario.dp.delta,
-        }
-        for key, want in expected.items():
-            if key in summary and summary[key] != want:
-                out.append(
-                    violation(
-                        "summary",
-                        f"summary.json has {key} = {summary[key]!r} but the scenario implies "
-                        f"{want!r}",
-                    )
-                )
+    out = _check_summary_settings(summary, scenario)
     claimed = summary.get("epsilon")
     if not isinstance(claimed, dict):
         return out
@@ -141,8 +125,34 @@ def check_summary(
                     "the fixed-sampling lines do not list their clients",
                 )
             )
-    if spread is None:
-        return out
+    if spread is not None:
+        out.extend(_check_summary_spread(claimed, spread))
+    return out
+
+
+def _check_summary_settings(summary: dict[str, Any], scenario: Scenario) -> list[Finding]:
+    """summary.json's noise RNG, sampling RNG, accountant and delta vs the scenario."""
+    if scenario.dp.mode == "off":
+        return []
+    expected = {
+        "noise_rng": "os-entropy" if scenario.dp.secure_rng else "seeded",
+        "sampling_rng": "os-entropy" if scenario.dp.secure_rng else "seeded",
+        "accountant": scenario.dp.accountant,
+        "delta": scenario.dp.delta,
+    }
+    return [
+        violation(
+            "summary",
+            f"summary.json has {key} = {summary[key]!r} but the scenario implies {want!r}",
+        )
+        for key, want in expected.items()
+        if key in summary and summary[key] != want
+    ]
+
+
+def _check_summary_spread(claimed: dict[str, Any], spread: Spread) -> list[Finding]:
+    """summary.json's epsilon min/median/max vs what the ledger composes to."""
+    out = []
     for key, value in (("min", spread.min), ("median", spread.median), ("max", spread.max)):
         stored = claimed.get(key)
         # summary.json is strict JSON: an infinite epsilon is written as null.

@@ -31,17 +31,12 @@ def check_sample_lines(
             empty or DP is off, where no plan exists).
         cache: Shared epsilon cache.
     """
-    from fedsim.clients.dp import plan_participation
+    # The plan maths lives in fedsim.privacy.plan: the audit reads no client module.
+    from fedsim.privacy.plan import scenario_plan
 
     out: list[Finding] = []
     if lines and scenario.dp.mode != "sample":
-        out.append(
-            violation(
-                "ledger-scenario",
-                f"the ledger has {len(lines)} sample-level line(s) but the scenario has "
-                f"dp.mode = {scenario.dp.mode!r}",
-            )
-        )
+        out.append(_wrong_mode(len(lines), scenario))
     plans: dict[int, Any] = {}
     histories: dict[int, list[tuple[float, float, int]]] = {}
     seen: Counter[tuple[int, int]] = Counter()
@@ -68,31 +63,48 @@ def check_sample_lines(
         )
         out.extend(check_stored(line, history, cache))
         if client >= scenario.population:
-            out.append(
-                violation(
-                    "ledger-scenario",
-                    f"{who(rec)}: client {client} is outside the population "
-                    f"0..{scenario.population - 1}; counted in the audit anyway",
-                    n,
-                )
-            )
+            out.append(_outside_population(rec, n, scenario))
             continue
         if scenario.dp.mode != "sample" or shard_sizes is None:
             continue
         size = int(shard_sizes[client])
         if size not in plans:
-            plans[size] = plan_participation(scenario, size)
+            plans[size] = scenario_plan(scenario, size)
         out.extend(_check_plan(line, plans[size], size, scenario))
-    for rnd, count in sorted(per_round.items()):
-        if count > scenario.clients_per_round:
-            out.append(
-                violation(
-                    "ledger-scenario",
-                    f"round {rnd} has {count} sample-level lines but the scenario samples "
-                    f"{scenario.clients_per_round} clients per round",
-                )
-            )
+    out.extend(_check_round_sizes(per_round, scenario))
     return out
+
+
+def _wrong_mode(lines: int, scenario: Scenario) -> Finding:
+    """Sample-level lines in the ledger of a scenario that is not dp.mode = 'sample'."""
+    return violation(
+        "ledger-scenario",
+        f"the ledger has {lines} sample-level line(s) but the scenario has "
+        f"dp.mode = {scenario.dp.mode!r}",
+    )
+
+
+def _outside_population(rec: dict[str, Any], line_no: int, scenario: Scenario) -> Finding:
+    """A line charging a client the scenario's population does not have."""
+    return violation(
+        "ledger-scenario",
+        f"{who(rec)}: client {int(rec['client'])} is outside the population "
+        f"0..{scenario.population - 1}; counted in the audit anyway",
+        line_no,
+    )
+
+
+def _check_round_sizes(per_round: Counter[int], scenario: Scenario) -> list[Finding]:
+    """No round may have more sample-level lines than the scenario samples clients."""
+    return [
+        violation(
+            "ledger-scenario",
+            f"round {rnd} has {count} sample-level lines but the scenario samples "
+            f"{scenario.clients_per_round} clients per round",
+        )
+        for rnd, count in sorted(per_round.items())
+        if count > scenario.clients_per_round
+    ]
 
 
 def _check_plan(line: LedgerLine, plan: Any, size: int, scenario: Scenario) -> list[Finding]:

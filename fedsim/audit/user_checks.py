@@ -64,18 +64,24 @@ def check_user_lines(
             )
         if plan is not None:
             out.extend(_check_user_plan(line, plan))
-    rate = user.realised if user is not None else None
-    if rate is not None and not rate.within_band:
-        out.append(
-            violation(
-                "client-sampling",
-                f"Poisson client sampling: the mean fraction of clients sampled over "
-                f"{rate.releases} release(s) is {rate.observed:.6g} but the accounted rate "
-                f"is {rate.accounted:.6g} ({rate.z_score:+.2f} binomial standard deviations; "
-                f"allowed +-{rate.band_sigmas:g})",
-            )
-        )
+    out.extend(_check_realised_rate(user))
     return out
+
+
+def _check_realised_rate(user: UserLevel | None) -> list[Finding]:
+    """The realised fraction of clients sampled must sit in the accounted rate's band."""
+    rate = user.realised if user is not None else None
+    if rate is None or rate.within_band:
+        return []
+    return [
+        violation(
+            "client-sampling",
+            f"Poisson client sampling: the mean fraction of clients sampled over "
+            f"{rate.releases} release(s) is {rate.observed:.6g} but the accounted rate "
+            f"is {rate.accounted:.6g} ({rate.z_score:+.2f} binomial standard deviations; "
+            f"allowed +-{rate.band_sigmas:g})",
+        )
+    ]
 
 
 @dataclass(frozen=True)

@@ -344,6 +344,37 @@ def _hf_dataset(dataset: ArrayDataset, column: str, seed: int) -> Any:
     return datasets.Dataset.from_dict(columns)
 
 
+def _check_request(
+    dataset: ArrayDataset, method: str, num_clients: int, seed: int, column: str | None
+) -> tuple[_Method, int, int, str]:
+    """The method's spec and the checked num_clients, seed and column (default filled)."""
+    if method not in FLWR_METHODS:
+        raise DataError(
+            f"unknown partition method {method!r}; allowed: {', '.join(sorted(FLWR_METHODS))}"
+        )
+    spec = FLWR_METHODS[method]
+    n = len(dataset)
+    num_clients = check_int("num_clients", num_clients, minimum=1)
+    if num_clients > n:
+        raise DataError(f"num_clients={num_clients} exceeds the {n} samples in the dataset")
+    seed = check_int("seed", seed, minimum=0)
+    column = spec.column if column is None else column
+    if column not in COLUMNS:
+        raise DataError(f"column must be one of {', '.join(COLUMNS)}, got {column!r}")
+    return spec, num_clients, seed, column
+
+
+def _natural_ids(hf: Any, column: str, num_clients: int) -> np.ndarray:
+    """The distinct ids of `column`, sorted; at least `num_clients` of them."""
+    ids = np.unique(hf.with_format("numpy", columns=[column])[:][column])
+    if num_clients > ids.size:
+        raise DataError(
+            f"natural: num_clients={num_clients} but the dataset has only {ids.size} "
+            f"distinct {column} ids; use num_clients <= {ids.size}"
+        )
+    return ids
+
+
 def flwr_partition(
     dataset: ArrayDataset,
     *,
@@ -402,19 +433,8 @@ def flwr_partition(
         DataError: for an unknown method, column or option, a missing required option, an
             out-of-range value, or a request the partitioner cannot meet (its message is kept).
     """
-    if method not in FLWR_METHODS:
-        raise DataError(
-            f"unknown partition method {method!r}; allowed: {', '.join(sorted(FLWR_METHODS))}"
-        )
-    spec = FLWR_METHODS[method]
+    spec, num_clients, seed, column = _check_request(dataset, method, num_clients, seed, column)
     n = len(dataset)
-    num_clients = check_int("num_clients", num_clients, minimum=1)
-    if num_clients > n:
-        raise DataError(f"num_clients={num_clients} exceeds the {n} samples in the dataset")
-    seed = check_int("seed", seed, minimum=0)
-    column = spec.column if column is None else column
-    if column not in COLUMNS:
-        raise DataError(f"column must be one of {', '.join(COLUMNS)}, got {column!r}")
     resolved = _resolve_options(method, spec, options, num_clients, n)
     hf = _hf_dataset(dataset, column, seed)
 
@@ -423,12 +443,7 @@ def flwr_partition(
     cls = getattr(flwr_partitioner, spec.partitioner)
     k = num_clients
     if method == "natural":
-        ids = np.unique(hf.with_format("numpy", columns=[column])[:][column])
-        if num_clients > ids.size:
-            raise DataError(
-                f"natural: num_clients={num_clients} but the dataset has only {ids.size} "
-                f"distinct {column} ids; use num_clients <= {ids.size}"
-            )
+        ids = _natural_ids(hf, column, num_clients)
     try:
         partitioner = spec.build(cls, k, column, seed, resolved)
         partitioner.dataset = hf

@@ -222,6 +222,62 @@ def _load_local(root: str, train_split: str, test_split: str | None) -> tuple[An
     return loaded[train_split], None if test_split is None else loaded[test_split]
 
 
+def _convert_splits(
+    train_ds: Any,
+    test_ds: Any,
+    keys: tuple[str, str, str | None],
+    *,
+    test_fraction: float,
+    seed: int,
+) -> tuple[ArrayDataset, ArrayDataset, list[Any] | None, int]:
+    """Train and test `ArrayDataset`s of the Hugging Face splits (test held out of train
+    when `test_ds` is None), the label vocabulary (None for integer labels) and the
+    number of classes. `keys` are the image, label and group columns."""
+    image_key, label_key, group_key = keys
+    splits = [train_ds] if test_ds is None else [train_ds, test_ds]
+    label_vocab = _shared_vocab(splits, label_key)
+    group_vocab = None if group_key is None else _shared_vocab(splits, group_key)
+
+    def convert(split: Any) -> ArrayDataset:
+        # Shared vocabularies: a string label or writer gets the same code in train and test.
+        return from_hf_dataset(
+            split, image_key, label_key, group_key, label_vocab=label_vocab, group_vocab=group_vocab
+        )
+
+    if test_ds is None:
+        train, test = _split(
+            convert(train_ds), check_fraction("test_fraction", test_fraction), seed
+        )
+    else:
+        train, test = convert(train_ds), convert(test_ds)
+    num_classes = (
+        len(label_vocab)
+        if label_vocab is not None
+        else _num_classes(splits, label_key, [train.labels, test.labels])
+    )
+    return train, test, label_vocab, num_classes
+
+
+def _hub_info(
+    train: ArrayDataset,
+    test: ArrayDataset,
+    root: str | None,
+    keys: tuple[str, str, str | None],
+    label_vocab: list[Any] | None,
+) -> dict[str, Any]:
+    """The bundle's ``info``: sizes, source, columns and (string labels) the classes."""
+    image_key, label_key, group_key = keys
+    info: dict[str, Any] = {
+        "train_samples": len(train),
+        "test_samples": len(test),
+        "source": "hub" if root is None else str(root),
+        "columns": {"image": image_key, "label": label_key, "group": group_key},
+    }
+    if label_vocab is not None:
+        info["classes"] = [str(v) for v in label_vocab]
+    return info
+
+
 def load_hub(
     name: str,
     *,
@@ -268,35 +324,11 @@ def load_hub(
         train_ds, test_ds = _fetch_online(name, subset, train_split, test_split, cache_dir)
     else:
         train_ds, test_ds = _load_local(root, train_split, test_split)
-    splits = [train_ds] if test_ds is None else [train_ds, test_ds]
-    label_vocab = _shared_vocab(splits, label_key)
-    group_vocab = None if group_key is None else _shared_vocab(splits, group_key)
-
-    def convert(split: Any) -> ArrayDataset:
-        # Shared vocabularies: a string label or writer gets the same code in train and test.
-        return from_hf_dataset(
-            split, image_key, label_key, group_key, label_vocab=label_vocab, group_vocab=group_vocab
-        )
-
-    if test_ds is None:
-        train, test = _split(
-            convert(train_ds), check_fraction("test_fraction", test_fraction), seed
-        )
-    else:
-        train, test = convert(train_ds), convert(test_ds)
-    num_classes = (
-        len(label_vocab)
-        if label_vocab is not None
-        else _num_classes(splits, label_key, [train.labels, test.labels])
+    keys = (image_key, label_key, group_key)
+    train, test, label_vocab, num_classes = _convert_splits(
+        train_ds, test_ds, keys, test_fraction=test_fraction, seed=seed
     )
-    info: dict[str, Any] = {
-        "train_samples": len(train),
-        "test_samples": len(test),
-        "source": "hub" if root is None else str(root),
-        "columns": {"image": image_key, "label": label_key, "group": group_key},
-    }
-    if label_vocab is not None:
-        info["classes"] = [str(v) for v in label_vocab]
+    info = _hub_info(train, test, root, keys, label_vocab)
     x0, _ = train.batch([0]) if len(train) else test.batch([0])
     return DatasetBundle(
         name=name,

@@ -9,6 +9,7 @@ an 80/20 split, i.e. ``load_mnist1d(seed=42)`` with the defaults here.
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import numpy as np
 
@@ -42,27 +43,7 @@ def load_mnist1d(
     seed = check_int("seed", seed, minimum=0)
     num_samples = check_int("num_samples", num_samples, minimum=2 * _NUM_CLASSES)
     test_fraction = check_fraction("test_fraction", test_fraction)
-    try:
-        from mnist1d.data import get_dataset_args, make_dataset
-    except ImportError as exc:
-        raise DataError(
-            "mnist1d needs the 'mnist1d' package (pip install mnist1d); it generates the data "
-            f"locally, no download ({exc})"
-        ) from exc
-
-    args = get_dataset_args()
-    args.num_samples = num_samples
-    args.train_split = 1.0 - test_fraction
-    args.seed = seed % _SEED_MODULUS
-    # make_dataset reseeds numpy's and Python's global RNGs; restore them so loading data does
-    # not change the random stream of anything else running in this process.
-    np_state, py_state = np.random.get_state(), random.getstate()
-    try:
-        raw = make_dataset(args)
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
-
+    raw = _generate(seed=seed, num_samples=num_samples, test_fraction=test_fraction)
     n_train, n_test = len(raw["y"]), len(raw["y_test"])
     if n_train == 0 or n_test == 0:
         raise DataError(
@@ -86,3 +67,28 @@ def load_mnist1d(
         input_shape=(1, length),
         info=info,
     )
+
+
+def _generate(*, seed: int, num_samples: int, test_fraction: float) -> dict[str, Any]:
+    """The raw arrays of `mnist1d.make_dataset`, leaving the global RNGs as they were."""
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as exc:
+        raise DataError(
+            "mnist1d needs the 'mnist1d' package (pip install mnist1d); it generates the data "
+            f"locally, no download ({exc})"
+        ) from exc
+
+    args = get_dataset_args()
+    args.num_samples = num_samples
+    args.train_split = 1.0 - test_fraction
+    args.seed = seed % _SEED_MODULUS
+    # make_dataset reseeds numpy's and Python's global RNGs; restore them so loading data does
+    # not change the random stream of anything else running in this process.
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        raw: dict[str, Any] = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return raw

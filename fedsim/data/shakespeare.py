@@ -1,4 +1,20 @@
-"""Shakespeare next-character prediction, one client per speaking role, built like LEAF."""
+"""Shakespeare next-character prediction, one client per speaking role, built like LEAF.
+
+Built like LEAF's Shakespeare: the plays are the 37 modern-spelling ``*_gut.txt`` files of the
+installed `shakespeare` package (the ``*_gut_f.txt`` First Folio files are the same plays in
+old spelling and are skipped; the five poems have no speakers). A role is one speaker in one
+play; its text is its lines in order, one per line (see `fedsim.data.shakespeare_text`).
+A sample is a window of `seq_len` characters of one role's text, and its label is the next
+character; windows start at every position (stride 1) and never cross into another role.
+Each role's windows are split by position: the first ``1 - test_fraction`` train, the rest
+test, so test text follows train text as in LEAF.
+
+Characters are ids into LEAF's 80-character vocabulary `VOCAB`; characters outside it map to
+id 79 (``"}"``), where LEAF's ``find() == -1`` lands.
+
+Samples are stored as start offsets into one uint8 tensor holding every kept role's text
+once; ``batch`` gathers the windows.
+"""
 
 from __future__ import annotations
 
@@ -75,6 +91,73 @@ def _window_positions(n_windows: int, cap: int | None) -> np.ndarray:
     return np.rint(np.linspace(0, n_windows - 1, cap)).astype(np.int64)
 
 
+def _kept_roles(
+    n_windows: np.ndarray, *, min_samples: int, max_roles: int | None, seq_len: int
+) -> np.ndarray:
+    """Indices of the roles kept, in play order: at least `min_samples` windows each, and
+    only the `max_roles` with the most windows when that is given."""
+    keep = np.flatnonzero(n_windows >= min_samples)
+    if keep.size == 0:
+        raise DataError(
+            f"no role has min_samples={min_samples} windows of seq_len={seq_len}; "
+            f"the largest has {int(n_windows.max())}"
+        )
+    if max_roles is not None and keep.size > max_roles:
+        # Largest first, ties by order; then back to play order so group ids stay readable.
+        largest = keep[np.argsort(-n_windows[keep], kind="stable")[:max_roles]]
+        keep = np.sort(largest)
+    return keep
+
+
+def _role_datasets(
+    corpus: tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]],
+    n_windows: np.ndarray,
+    keep: np.ndarray,
+    seq_len: int,
+    cap: int | None,
+    test_fraction: float,
+) -> tuple[TextWindowDataset, TextWindowDataset, int]:
+    """Train and test windows of the kept roles, and the length of their text.
+
+    `corpus` is (ids, offsets, lengths, names) of every role. The kept roles' texts are
+    laid end to end in one tensor; each role's windows are split by position, its last
+    `test_fraction` going to test."""
+    ids, offsets, lengths, names = corpus
+    pieces: list[np.ndarray] = []
+    train_starts: list[np.ndarray] = []
+    test_starts: list[np.ndarray] = []
+    train_groups: list[np.ndarray] = []
+    test_groups: list[np.ndarray] = []
+    base = 0
+    for group, r in enumerate(keep):
+        pieces.append(ids[offsets[r] : offsets[r] + lengths[r]])
+        pos = _window_positions(int(n_windows[r]), cap)
+        n_test = min(max(1, round(len(pos) * test_fraction)), len(pos) - 1)
+        n_train = len(pos) - n_test
+        train_starts.append(base + pos[:n_train])
+        test_starts.append(base + pos[n_train:])
+        train_groups.append(np.full(n_train, group, dtype=np.int64))
+        test_groups.append(np.full(n_test, group, dtype=np.int64))
+        base += int(lengths[r])
+    text = torch.from_numpy(np.concatenate(pieces))  # fresh array: one copy, owned by the bundle
+    group_names = tuple(names[r] for r in keep)
+    train = TextWindowDataset(
+        text,
+        np.concatenate(train_starts),
+        seq_len,
+        np.concatenate(train_groups),
+        group_names=group_names,
+    )
+    test = TextWindowDataset(
+        text,
+        np.concatenate(test_starts),
+        seq_len,
+        np.concatenate(test_groups),
+        group_names=group_names,
+    )
+    return train, test, int(text.shape[0])
+
+
 def load_shakespeare(
     *,
     seed: int,
@@ -86,20 +169,7 @@ def load_shakespeare(
 ) -> DatasetBundle:
     """Load the Shakespeare next-character task with one natural client per speaking role.
 
-    Built like LEAF's Shakespeare: the plays are the 37 modern-spelling ``*_gut.txt`` files of the
-    installed `shakespeare` package (the ``*_gut_f.txt`` First Folio files are the same plays in
-    old spelling and are skipped; the five poems have no speakers). A role is one speaker in one
-    play; its text is its lines in order, one per line (see `fedsim.data.shakespeare_text`).
-    A sample is a window of `seq_len` characters of one role's text, and its label is the next
-    character; windows start at every position (stride 1) and never cross into another role.
-    Each role's windows are split by position: the first ``1 - test_fraction`` train, the rest
-    test, so test text follows train text as in LEAF.
-
-    Characters are ids into LEAF's 80-character vocabulary `VOCAB`; characters outside it map to
-    id 79 (``"}"``), where LEAF's ``find() == -1`` lands.
-
-    Samples are stored as start offsets into one uint8 tensor holding every kept role's text
-    once; ``batch`` gathers the windows.
+    How roles, windows and the vocabulary are built: see the module docstring.
 
     Args:
         seed: accepted for a uniform loader interface; the dataset is deterministic (role
@@ -126,67 +196,25 @@ def load_shakespeare(
     min_samples = check_int("min_samples", min_samples, minimum=2)
     cap = check_optional_int("max_samples_per_role", max_samples_per_role, minimum=2)
     max_roles = check_optional_int("max_roles", max_roles, minimum=1)
-
     ids, offsets, lengths, names, plays = _corpus()
     n_windows = np.maximum(lengths - seq_len, 0)
-    keep = np.flatnonzero(n_windows >= min_samples)
-    if keep.size == 0:
-        raise DataError(
-            f"no role has min_samples={min_samples} windows of seq_len={seq_len}; "
-            f"the largest has {int(n_windows.max())}"
-        )
-    if max_roles is not None and keep.size > max_roles:
-        # Largest first, ties by order; then back to play order so group ids stay readable.
-        largest = keep[np.argsort(-n_windows[keep], kind="stable")[:max_roles]]
-        keep = np.sort(largest)
-
-    pieces: list[np.ndarray] = []
-    train_starts: list[np.ndarray] = []
-    test_starts: list[np.ndarray] = []
-    train_groups: list[np.ndarray] = []
-    test_groups: list[np.ndarray] = []
-    base = 0
-    for group, r in enumerate(keep):
-        pieces.append(ids[offsets[r] : offsets[r] + lengths[r]])
-        pos = _window_positions(int(n_windows[r]), cap)
-        n_test = min(max(1, round(len(pos) * test_fraction)), len(pos) - 1)
-        n_train = len(pos) - n_test
-        train_starts.append(base + pos[:n_train])
-        test_starts.append(base + pos[n_train:])
-        train_groups.append(np.full(n_train, group, dtype=np.int64))
-        test_groups.append(np.full(n_test, group, dtype=np.int64))
-        base += int(lengths[r])
-
-    text = torch.from_numpy(np.concatenate(pieces))  # fresh array: one copy, owned by the bundle
-    group_names = tuple(names[r] for r in keep)
-    train = TextWindowDataset(
-        text,
-        np.concatenate(train_starts),
-        seq_len,
-        np.concatenate(train_groups),
-        group_names=group_names,
+    keep = _kept_roles(n_windows, min_samples=min_samples, max_roles=max_roles, seq_len=seq_len)
+    train, test, text_chars = _role_datasets(
+        (ids, offsets, lengths, names), n_windows, keep, seq_len, cap, test_fraction
     )
-    test = TextWindowDataset(
-        text,
-        np.concatenate(test_starts),
-        seq_len,
-        np.concatenate(test_groups),
-        group_names=group_names,
-    )
-    info = {
-        "clients": int(keep.size),
-        "plays": len({plays[r] for r in keep}),
-        "train_samples": len(train),
-        "test_samples": len(test),
-        "vocab_size": len(VOCAB),
-        "seq_len": seq_len,
-        "text_chars": int(text.shape[0]),
-    }
     return DatasetBundle(
         name="shakespeare",
         train=train,
         test=test,
         num_classes=len(VOCAB),
         input_shape=(seq_len,),
-        info=info,
+        info={
+            "clients": int(keep.size),
+            "plays": len({plays[r] for r in keep}),
+            "train_samples": len(train),
+            "test_samples": len(test),
+            "vocab_size": len(VOCAB),
+            "seq_len": seq_len,
+            "text_chars": text_chars,
+        },
     )

@@ -1,4 +1,22 @@
-"""Synthetic(alpha, beta): the per-device logistic-regression data of the FedProx paper."""
+"""Synthetic(alpha, beta): the per-device logistic-regression data of the FedProx paper.
+
+Follows the generator of the FedProx repository (data/synthetic_*/generate_synthetic.py),
+with numpy's seeded `Generator` instead of the global RNG. For device k:
+u_k ~ N(0, alpha^2) and B_k ~ N(0, beta^2) (the repository passes alpha and beta as the
+standard deviation; the paper writes N(0, alpha)); W_k (dim x classes) and b_k have entries
+~ N(u_k, 1); the feature mean v_k has entries ~ N(B_k, 1); x ~ N(v_k, Sigma) with diagonal
+Sigma_jj = j^-1.2 (j = 1..dim); y = argmax(x W_k + b_k) (softmax does not change the argmax).
+
+Device sizes follow the repository's power law ``int(lognormal(4, 2)) + min_samples``, capped
+at `MAX_SAMPLES_PER_DEVICE` (1,000). Each device's samples are split into train and test
+(at least one of each); the samples are i.i.d. within a device, so the split takes the first
+``1 - test_fraction`` as train.
+
+What the parameters control: beta moves each device's feature distribution (larger beta,
+more feature skew, and labels concentrate on fewer classes per device). alpha shifts all of a
+device's weights and biases by the same u_k, which adds the same amount to every class score,
+so in this generator it changes the devices' models but not the labels they produce.
+"""
 
 from __future__ import annotations
 
@@ -34,22 +52,7 @@ def load_synthetic(
 ) -> DatasetBundle:
     """Generate Synthetic(alpha, beta) of Li et al. 2020 (FedProx), one device per client.
 
-    Follows the generator of the FedProx repository (data/synthetic_*/generate_synthetic.py),
-    with numpy's seeded `Generator` instead of the global RNG. For device k:
-    u_k ~ N(0, alpha^2) and B_k ~ N(0, beta^2) (the repository passes alpha and beta as the
-    standard deviation; the paper writes N(0, alpha)); W_k (dim x classes) and b_k have entries
-    ~ N(u_k, 1); the feature mean v_k has entries ~ N(B_k, 1); x ~ N(v_k, Sigma) with diagonal
-    Sigma_jj = j^-1.2 (j = 1..dim); y = argmax(x W_k + b_k) (softmax does not change the argmax).
-
-    Device sizes follow the repository's power law ``int(lognormal(4, 2)) + min_samples``, capped
-    at `MAX_SAMPLES_PER_DEVICE` (1,000). Each device's samples are split into train and test
-    (at least one of each); the samples are i.i.d. within a device, so the split takes the first
-    ``1 - test_fraction`` as train.
-
-    What the parameters control: beta moves each device's feature distribution (larger beta,
-    more feature skew, and labels concentrate on fewer classes per device). alpha shifts all of a
-    device's weights and biases by the same u_k, which adds the same amount to every class score,
-    so in this generator it changes the devices' models but not the labels they produce.
+    How the data are drawn and what alpha and beta control: see the module docstring.
 
     Args:
         seed: seed for numpy's `default_rng`; same arguments give identical data.
@@ -75,13 +78,44 @@ def load_synthetic(
     num_classes = check_int("num_classes", num_classes, minimum=2)
     test_fraction = check_fraction("test_fraction", test_fraction)
     min_samples = check_int("min_samples", min_samples, minimum=2)
+    x, y, device, sizes = _generate(
+        np.random.default_rng(seed), num_clients, alpha, beta, dim, num_classes, min_samples
+    )
+    train, test = _split_devices(x, y, device, sizes, test_fraction)
+    info = {
+        "clients": num_clients,
+        "alpha": alpha,
+        "beta": beta,
+        "train_samples": len(train),
+        "test_samples": len(test),
+        "max_samples_per_device": MAX_SAMPLES_PER_DEVICE,
+    }
+    return DatasetBundle(
+        name="synthetic",
+        train=train,
+        test=test,
+        num_classes=num_classes,
+        input_shape=(dim,),
+        info=info,
+    )
+
+
+def _generate(
+    rng: np.random.Generator,
+    num_clients: int,
+    alpha: float,
+    beta: float,
+    dim: int,
+    num_classes: int,
+    min_samples: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Features (N, dim) float32, labels, device of each sample and device sizes; the
+    samples are grouped by device, in device order."""
     if min_samples > MAX_SAMPLES_PER_DEVICE:
         raise DataError(
             f"min_samples must be <= {MAX_SAMPLES_PER_DEVICE} (the per-device cap), "
             f"got {min_samples}"
         )
-
-    rng = np.random.default_rng(seed)
     sizes = rng.lognormal(4.0, 2.0, num_clients).astype(np.int64) + min_samples
     sizes = np.minimum(sizes, MAX_SAMPLES_PER_DEVICE)
     u = rng.normal(0.0, alpha, num_clients)
@@ -101,7 +135,14 @@ def load_synthetic(
     # One small matmul per device: gathering W per sample would need N * dim * classes floats.
     for k, (s, n) in enumerate(zip(starts, sizes, strict=True)):
         y[s : s + n] = (x[s : s + n] @ w[k] + b[k]).argmax(axis=1)
+    return x, y, device, sizes
 
+
+def _split_devices(
+    x: np.ndarray, y: np.ndarray, device: np.ndarray, sizes: np.ndarray, test_fraction: float
+) -> tuple[ArrayDataset, ArrayDataset]:
+    """Train and test sets: the first ``1 - test_fraction`` of each device's samples train."""
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     n_test = np.array([_split_device(int(n), test_fraction) for n in sizes], dtype=np.int64)
     # Position of each sample within its device decides its split.
     within = np.arange(device.size) - np.repeat(starts, sizes)
@@ -112,19 +153,4 @@ def load_synthetic(
     test_idx = np.flatnonzero(is_test)
     train = ArrayDataset(x32[train_idx], y[train_idx], device[train_idx])
     test = ArrayDataset(x32[test_idx], y[test_idx], device[test_idx])
-    info = {
-        "clients": num_clients,
-        "alpha": alpha,
-        "beta": beta,
-        "train_samples": len(train),
-        "test_samples": len(test),
-        "max_samples_per_device": MAX_SAMPLES_PER_DEVICE,
-    }
-    return DatasetBundle(
-        name="synthetic",
-        train=train,
-        test=test,
-        num_classes=num_classes,
-        input_shape=(dim,),
-        info=info,
-    )
+    return train, test

@@ -294,21 +294,10 @@ def best_lower_bound(
         raise AuditInputError(f"confidence must be in (0, 1), got {confidence!r}")
     m = int(np.asarray(scores).size)  # score_guesses below rejects a non-1-D array
     per_test = 1.0 - (1.0 - float(confidence)) / len(k_values)
-    trials = []
-    for k_plus, k_minus in k_values:
-        guesses, correct = score_guesses(scores, included, k_plus, k_minus)
-        eps = epsilon_lower_bound(
-            guesses=guesses, correct=correct, confidence=per_test, delta=delta, canaries=m
-        )
-        trials.append(
-            {
-                "epsilon_lower_bound": eps,
-                "k_plus": int(k_plus),
-                "k_minus": int(k_minus),
-                "guesses": guesses,
-                "correct": correct,
-            }
-        )
+    trials = [
+        _one_k_trial(scores, included, k_plus, k_minus, confidence=per_test, delta=delta)
+        for k_plus, k_minus in k_values
+    ]
     # max() keeps the first of equal bounds, so the earliest listed k wins a tie.
     best = max(trials, key=lambda t: t["epsilon_lower_bound"])
     return {
@@ -341,3 +330,27 @@ def canary_assignment(m: int, seed: int) -> np.ndarray:
     if isinstance(m, bool) or not isinstance(m, int | np.integer) or m < 1:
         raise AuditInputError(f"m must be an integer >= 1, got {m!r}")
     return np.random.default_rng(seed).random(int(m)) < 0.5
+
+
+def _one_k_trial(
+    scores: np.ndarray,
+    included: np.ndarray,
+    k_plus: int,
+    k_minus: int,
+    *,
+    confidence: float,
+    delta: float,
+) -> dict[str, Any]:
+    """The bound of one (k_plus, k_minus) choice at `confidence`, with its guess counts."""
+    m = int(np.asarray(scores).size)
+    guesses, correct = score_guesses(scores, included, k_plus, k_minus)
+    eps = epsilon_lower_bound(
+        guesses=guesses, correct=correct, confidence=confidence, delta=delta, canaries=m
+    )
+    return {
+        "epsilon_lower_bound": eps,
+        "k_plus": int(k_plus),
+        "k_minus": int(k_minus),
+        "guesses": guesses,
+        "correct": correct,
+    }

@@ -468,7 +468,20 @@ def noise_multiplier_for(
                 "or delta (RDP's conversion has a floor; 'prv' or 'pld' go lower)"
             )
         eps_high = eps_at(high)
+    return _bisect_noise(eps_at, low, high, eps_high, target=target, tolerance=tolerance)
 
+
+def _bisect_noise(
+    eps_at: Callable[[float], float],
+    low: float,
+    high: float,
+    eps_high: float,
+    *,
+    target: float,
+    tolerance: float,
+) -> float:
+    """Shrink [low, high] (eps_at(low) > target >= eps_high = eps_at(high)) until the
+    epsilon of `high` is within `tolerance` below the target; returns `high`."""
     while target - eps_high > tolerance:
         mid = 0.5 * (low + high)
         if not low < mid < high:  # bracket exhausted at float precision

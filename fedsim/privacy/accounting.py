@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fedsim.privacy.accountants import epsilon
 from fedsim.privacy.ledger import PrivacyEvent, PrivacyLedger
@@ -22,7 +22,17 @@ if TYPE_CHECKING:
     import numpy as np
 
     from fedsim.config import Scenario
-    from fedsim.grid import RoundReport
+    from fedsim.protocol import ClientOutcome
+
+
+class RoundOutcomes(Protocol):
+    """What `record` reads of a round's report (the grid's `RoundReport`).
+
+    A protocol rather than the grid's class, so that privacy never imports the engine.
+    """
+
+    round: int
+    outcomes: list[ClientOutcome]
 
 
 class PrivacyAccounting:
@@ -176,7 +186,7 @@ class PrivacyAccounting:
         return None
 
     # ------------------------------------------------------------ recording
-    def record(self, report: RoundReport) -> None:
+    def record(self, report: RoundOutcomes) -> None:
         """Enter every privacy event the clients reported in a round, checked against
         the plan; a client whose worker was lost mid-round is charged its plan."""
         if self.ledger is None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -265,15 +265,20 @@ def _check_common(record: Mapping[str, Any], keys: Sequence[str], statuses: Sequ
         raise PrivacyError(f"'epsilon' must be a number >= 0, got {eps!r}")
 
 
+def _require_keys(record: Mapping[str, Any], keys: Iterable[str], message: str) -> None:
+    """PrivacyError `message` followed by the keys of `keys` that `record` lacks, if any."""
+    missing = [key for key in keys if key not in record]
+    if missing:
+        raise PrivacyError(f"{message} {missing}")
+
+
 def check_sample_line(record: Mapping[str, Any]) -> None:
     """Validate a sample-level line's fields.
 
     Raises:
         PrivacyError: a missing field, a wrong type or an out-of-range value.
     """
-    missing = [key for key in LINE_KEYS if key not in record]
-    if missing:
-        raise PrivacyError(f"missing required field(s) {missing}")
+    _require_keys(record, LINE_KEYS, "missing required field(s)")
     check_int(record["round"], name="'round'")
     check_int(record["client"], name="'client'")
     _check_common(record, LINE_KEYS, STATUSES)
@@ -290,9 +295,7 @@ def check_user_line(record: Mapping[str, Any]) -> None:
     Raises:
         PrivacyError: a missing field, a wrong type or an out-of-range value.
     """
-    missing = [key for key in USER_KEYS if key not in record]
-    if missing:
-        raise PrivacyError(f"user-level line misses required field(s) {missing}")
+    _require_keys(record, USER_KEYS, "user-level line misses required field(s)")
     if not _int_at_least_zero(record["round"]):
         raise PrivacyError(f"'round' must be an integer >= 0, got {record['round']!r}")
     _check_common(record, USER_KEYS, USER_STATUSES)
