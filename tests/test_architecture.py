@@ -40,6 +40,7 @@ CLIENT_MAY_IMPORT = {
     "fedsim.failures": "how a failure is summarised in a reply (short_reason, outcome_fields)",
     "fedsim.shards": "the per-client shards, built the same way on both sides",
     "fedsim.canaries": "canary records mixed into the shards for the empirical audit",
+    "fedsim.registry": "names and import paths resolved the same way on both sides",
 }
 
 # Known breaks of "server side never imports client side", each named with why it
@@ -60,6 +61,11 @@ SERVER_TO_CLIENT_EXCEPTIONS = {
     ),
     ("fedsim.simulation", "fedsim.clients.engine"): (
         "the run summary reports which engine the clients will use (choose_engine)"
+    ),
+    ("fedsim.strategies.feddyn", "fedsim.clients.objectives"): (
+        "FedDyn's server holds each client's state (simulated clients are stateless) "
+        "and advances it with the objective's own after_round: one source for the "
+        "rule; objectives are pure tensor functions that could live in a shared leaf"
     ),
     ("fedsim.simulation", "fedsim.clients.worker"): (
         "central evaluation loads the scenario's data as the workers do "
