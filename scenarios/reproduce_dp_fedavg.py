@@ -140,31 +140,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--noise: every noise multiplier must be > 0, got {noises}")
 
     t0 = time.perf_counter()
-    rows = []
-    for noise in [*noises, *([] if args.no_baseline else [None])]:
-        for seed in seeds:
-            sc = scenario_for(noise, seed, rounds, args.quick)
-            print(f"running {sc['name']} ...", flush=True)
-            rows.append(summarize(noise, seed, rc.run_scenario(sc, args.out / sc["name"])))
-    total = time.perf_counter() - t0
     sc = scenario_for(noises[0], seeds[0], rounds, args.quick)
     setting = (
         f"{sc['population']} users, Poisson q = {sc['sampling']['clients_per_round']}"
         f"/{sc['population']}, {sc['rounds']} rounds"
     )
-    lines = by_noise(rows)
-    print_table(lines, sc["dp"]["delta"], setting)
-    payload = {
-        "quick": args.quick,
-        "setting": setting,
-        "scenario": sc,
-        "rows": rows,
-        "by_noise": lines,
-        "total_wall_seconds": total,
-    }
-    print(f"json: {rc.write_json('dp_fedavg', payload, args.results)}")
+    payload: dict[str, Any] = {"quick": args.quick, "setting": setting, "scenario": sc}
+    runs = [(z, s) for z in [*noises, *([] if args.no_baseline else [None])] for s in seeds]
+    rows: list[dict[str, Any]] = []
+    for noise, seed in runs:
+        run_sc = scenario_for(noise, seed, rounds, args.quick)
+        print(f"running {run_sc['name']} ...", flush=True)
+        rows.append(summarize(noise, seed, rc.run_scenario(run_sc, args.out / run_sc["name"])))
+        # written after every run, so an interrupted sweep keeps what it measured
+        payload.update(
+            rows=rows,
+            by_noise=by_noise(rows),
+            complete=len(rows) == len(runs),
+            total_wall_seconds=time.perf_counter() - t0,
+        )
+        path = rc.write_json("dp_fedavg", payload, args.results)
+    print_table(payload["by_noise"], sc["dp"]["delta"], setting)
+    print(f"json: {path}")
     print(f"plot: {plot(rows, args.results)}")
-    print(f"total wall time {total:.0f} s on {rc.machine()['cpus']} CPUs")
+    print(f"total wall time {payload['total_wall_seconds']:.0f} s on {rc.machine()['cpus']} CPUs")
     return 0
 
 

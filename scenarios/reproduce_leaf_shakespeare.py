@@ -136,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_stats(stats)
     stats_seconds = time.perf_counter() - t0
     payload: dict[str, Any] = {"quick": args.quick, "leaf": LEAF, "statistics": stats}
+    payload["stats_wall_seconds"] = stats_seconds
+    rc.write_json("leaf_shakespeare", payload, args.results)  # kept if training is stopped
     curve: list[tuple[int, float]] = []
     if not args.stats_only:
         population = 20 if args.quick else stats[DEFAULT_SETTING]["users"]
@@ -152,7 +154,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             leaf_fedavg=LEAF_FEDAVG,
             train_wall_seconds=run["wall_seconds"],
         )
-    payload["stats_wall_seconds"] = stats_seconds
     payload["total_wall_seconds"] = time.perf_counter() - t0
     print(f"json: {rc.write_json('leaf_shakespeare', payload, args.results)}")
     print(f"plot: {plot(curve, args.results)}")
