@@ -86,13 +86,14 @@ def base_scenario(rounds: int, quick: bool, seed: int = 0) -> dict[str, Any]:
 
 
 def durations(scenario: dict[str, Any]) -> list[float]:
-    """Simulated seconds of each device's full-epoch participation (steps x speed)."""
+    """Simulated seconds of each device's full-epoch participation (steps x speed),
+    with the straggler runs' speeds (faults.speed_sigma = SPEED_SIGMA)."""
     import fedsim
     from fedsim.clients.dp import local_steps
     from fedsim.clients.worker import client_speed, load_scenario_data
     from fedsim.shards import build_shards
 
-    sc = fedsim.Scenario.from_dict(scenario)
+    sc = fedsim.Scenario.from_dict({**scenario, "faults": {"speed_sigma": SPEED_SIGMA}})
     sizes = build_shards(sc, load_scenario_data(sc)).sizes()
     return [local_steps(sc, int(n)) * client_speed(sc, k) for k, n in enumerate(sizes)]
 
@@ -135,10 +136,7 @@ def summarize(method: str, stragglers: float, run: dict[str, Any]) -> dict[str, 
     """One table row: final and best accuracy, final training loss, wall seconds."""
     acc = rc.curve(run["metrics"])
     loss = rc.curve(run["metrics"], "train_loss")
-    late = [
-        sum(1 for f in m.get("failures", []) if str(f.get("error", "")).startswith("late"))
-        for m in run["metrics"]
-    ]
+    late = [int(m.get("clients_late") or 0) for m in run["metrics"]]
     return {
         "method": method,
         "stragglers": stragglers,

@@ -58,10 +58,9 @@ def test_fedprox_scenarios_follow_the_paper_and_differ_as_stated() -> None:
 
 def test_fedprox_summary_counts_late_drops() -> None:
     fp = load("reproduce_fedprox")
-    late = {"client": 3, "error": "late: finished at 9.0 > deadline 5 simulated seconds"}
     metrics = [
-        {"round": 1, "accuracy": 0.2, "train_loss": 2.0, "failures": [late, late]},
-        {"round": 2, "accuracy": 0.4, "train_loss": 1.5, "failures": []},
+        {"round": 1, "accuracy": 0.2, "train_loss": 2.0, "clients_late": 2},
+        {"round": 2, "accuracy": 0.4, "train_loss": 1.5, "clients_late": 0},
     ]
     row = fp.summarize("fedavg", 0.5, {"metrics": metrics, "wall_seconds": 3.0})
     assert row["final_accuracy"] == 0.4 and row["final_train_loss"] == 1.5
@@ -133,3 +132,19 @@ def test_leaf_shakespeare_quick(tmp_path: Path) -> None:
     payload = _smoke("reproduce_leaf_shakespeare", tmp_path)
     assert payload["statistics"][next(iter(payload["statistics"]))]["users"] == 1178
     assert len(payload["accuracy_curve"]) == 1
+
+
+def test_fedprox_deadline_counts_the_speeds_the_run_uses() -> None:
+    """The deadline for x % stragglers makes x % of the devices late under the run's
+    own speeds (steps x LogNormal speed), not under the step counts alone."""
+    from fedsim.clients.dp import local_steps
+    from fedsim.clients.worker import client_speed, load_scenario_data
+    from fedsim.shards import build_shards
+
+    fp = load("reproduce_fedprox")
+    times = fp.durations(fp.base_scenario(40, quick=False))
+    for share, late in ((0.5, 15), (0.9, 27)):
+        sc = Scenario.from_dict(fp.scenario_for("fedavg", share, 40, False, times))
+        sizes = build_shards(sc, load_scenario_data(sc)).sizes()
+        run_times = [local_steps(sc, int(n)) * client_speed(sc, k) for k, n in enumerate(sizes)]
+        assert sum(t > sc.faults.round_deadline for t in run_times) == late
