@@ -97,7 +97,11 @@ def cluster_nodes(address: str) -> set[str]:
 def test_two_rounds_run_on_the_cluster(cluster: str, tmp_path: Path) -> None:
     nodes = cluster_nodes(cluster)
     assert len(nodes) == 2
-    sc = small_scenario(rounds=2, backend__ray_address=cluster, backend__workers=2)
+    # The sequential engine sends two cohorts (K=2) to the two workers; the vectorised
+    # one would send the whole 4-client round as one cohort, to one node.
+    sc = small_scenario(
+        rounds=2, backend__ray_address=cluster, backend__workers=2, backend__engine="sequential"
+    )
     result = run(sc, tmp_path / "run", progress=False)
     used = {n for m in result.metrics for n in m["ray_nodes"]}
     assert used and used <= nodes  # the cohorts ran on the cluster's nodes
