@@ -74,7 +74,8 @@ class Objective:
     ) -> torch.Tensor:
         """Per-example losses (shape (B,)) of the batch; the engines take their mean."""
         x, y = batch[0], batch[1]
-        assert ctx.forward is not None, "the engine sets ctx.forward for data terms"
+        if ctx.forward is None:
+            raise RuntimeError("Objective.objective needs ctx.forward (the engines set it)")
         return F.cross_entropy(ctx.forward(params, x), y, reduction="none")
 
     def regulariser(self, params: Params, ctx: Context) -> torch.Tensor | None:

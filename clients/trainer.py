@@ -231,7 +231,8 @@ class LocalTrainer:
         x, y = self.dataset.batch(batch_idx)
         x, y = x.to(self.device), y.to(self.device)
         if self.objective.custom_data_term():
-            assert self._ctx is not None
+            if self._ctx is None:  # set for every client before its first step
+                raise RuntimeError("a custom data term before the client's context was set")
             params = dict(self.model.named_parameters())
             loss = self.objective.objective(params, (x, y), self._ctx).mean()
         else:  # the built-in cross-entropy, on Opacus' path (ghost clipping's criterion)

@@ -105,7 +105,8 @@ class WorkerState:
     def _failed_outcome(self, job: ClientJob, done: JobOutcome) -> ClientOutcome:
         """The outcome of a client whose training raised: the error and its privacy."""
         exc = done.error
-        assert exc is not None  # a JobOutcome holds a result or the error that stopped it
+        if exc is None:  # a JobOutcome holds a result or the error that stopped it
+            raise RuntimeError(f"client {job.client}: a job outcome with neither result nor error")
         # An injected fault is data; anything else is the client's code failing,
         # which the server counts (fedsim.failures) and logs with its traceback.
         real = not isinstance(exc, ClientFailure)

@@ -134,7 +134,8 @@ class PrivacyAccounting:
 
     def _within_budget(self, client: int) -> bool:
         sc, ledger = self.scenario, self.ledger
-        assert ledger is not None and sc.dp.max_epsilon is not None  # see budget_filter
+        if ledger is None or sc.dp.max_epsilon is None:  # budget_filter only asks under DP
+            raise RuntimeError("budget check without a ledger or dp.max_epsilon")
         sample = sc.dp.mode == "sample"
         n = ledger.participations(client) if sample else self.user_participations.get(client, 0)
         hit = self._eligible.get(client)
@@ -211,7 +212,8 @@ class PrivacyAccounting:
     def _record_one(
         self, rnd: int, client: int, reported: dict[str, Any], status: str, error: str | None
     ) -> None:
-        assert self.ledger is not None  # see record
+        if self.ledger is None:  # record only charges under DP
+            raise RuntimeError("a privacy event to record without a ledger (dp.mode = 'off')")
         event = PrivacyEvent(
             noise_multiplier=float(reported["noise_multiplier"]),
             sample_rate=float(reported["sample_rate"]),
