@@ -19,7 +19,8 @@ with "feddyn-alpha" added (one record shared by the cohort).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,31 +45,14 @@ class FedDyn(FedAvg):
     def __init__(
         self,
         *,
-        fraction_train: float = 1.0,
-        fraction_evaluate: float = 1.0,
-        min_train_nodes: int = 2,
-        min_evaluate_nodes: int = 2,
-        min_available_nodes: int = 2,
-        weighted_by_key: str = "num-examples",
-        arrayrecord_key: str = "arrays",
-        configrecord_key: str = "config",
-        train_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord] | None = None,
-        evaluate_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord] | None = None,
         population: int,
         alpha: float = 0.01,
+        **fedavg_options: Any,
     ) -> None:
-        super().__init__(
-            fraction_train=fraction_train,
-            fraction_evaluate=fraction_evaluate,
-            min_train_nodes=min_train_nodes,
-            min_evaluate_nodes=min_evaluate_nodes,
-            min_available_nodes=min_available_nodes,
-            weighted_by_key=weighted_by_key,
-            arrayrecord_key=arrayrecord_key,
-            configrecord_key=configrecord_key,
-            train_metrics_aggr_fn=train_metrics_aggr_fn,
-            evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn,
-        )
+        # Flower's FedAvg keywords (sampling, record keys, metric aggregation) pass
+        # through; the scenario's options are checked against FedAvg's signature too
+        # (fedsim.registry.signature_options follows **kwargs to the base class).
+        super().__init__(**fedavg_options)
         if int(population) < 1:
             raise ValueError(f"population must be >= 1, got {population}")
         if not alpha > 0:
