@@ -32,6 +32,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fedsim.protocol import FEDDYN_ALPHA, FEDDYN_STATE
+
 Params = dict[str, torch.Tensor]
 #: ctx.forward(params, x) -> logits of the scenario's model at `params`
 Forward = Callable[[Params, torch.Tensor], torch.Tensor]
@@ -103,6 +105,21 @@ class Objective:
         """The client's next state record (by parameter name); {} when stateless."""
         return {}
 
+    def next_state(
+        self,
+        global_params: Params,
+        state: Params,
+        config: Mapping[str, Any],
+        new_params: Params,
+    ) -> Params:
+        """:meth:`after_round` on plain inputs, for a server that holds the clients' state.
+
+        Simulated clients are stateless, so a strategy such as FedDyn's advances each
+        client's state itself, with the client objective's own rule.
+        """
+        ctx = Context(global_params=global_params, state=state, config=config)
+        return self.after_round(ctx, new_params)
+
     @classmethod
     def has_regulariser(cls) -> bool:
         """Whether the objective has a data-free term (its gradient is ever non-zero)."""
@@ -154,8 +171,6 @@ class Scaffold(Objective):
 
 
 #: ConfigRecord key of FedDyn's alpha; record key of its per-client gradient term.
-FEDDYN_ALPHA = "feddyn-alpha"
-FEDDYN_STATE = "feddyn-grad"
 
 
 class FedDyn(Objective):

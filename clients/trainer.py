@@ -23,9 +23,8 @@ from fedsim.clients.objectives import Context, Objective, client_context, resolv
 from fedsim.config import Scenario
 from fedsim.data import ArrayDataset
 from fedsim.errors import FedsimError
-from fedsim.models import build_model
+from fedsim.models.build import build_global_model, choose_grad_sample_mode
 from fedsim.seeding import (
-    derive_seed,
     dp_torch_generator,
     numpy_rng,
     secure_torch_generator,
@@ -52,15 +51,6 @@ class TrainResult:
     plan: LocalPlan | None  # None without DP
 
 
-def build_global_model(scenario: Scenario, input_shape: tuple[int, ...], classes: int) -> nn.Module:
-    """The initial global model: same weights on every process for the same seed."""
-    torch.manual_seed(derive_seed(scenario.seed, "init-model"))
-    return build_model(
-        scenario.model.name,
-        input_shape=input_shape,
-        num_classes=classes,
-        **scenario.model.options(),
-    )
 
 
 class LocalTrainer:
@@ -383,25 +373,6 @@ def fault_step(scenario: Scenario, client: int, round: int, n: int) -> int | Non
     return steps // 2  # mid-training: some privacy already spent
 
 
-def choose_grad_sample_mode(model: nn.Module, setting: str) -> str:
-    """ "hooks" (per-example gradients) or "ghost" (ghost clipping) for DP-SGD.
-
-    "auto" picks ghost clipping when layers with a ghost norm (Linear, Embedding)
-    hold most of the parameters: there it skips materialising per-example gradients,
-    the bulk of DP-SGD's cost. Both clip each example to the same norm and add the
-    same noise (tests/clients/test_ghost.py compares their noiseless updates).
-    """
-    if setting != "auto":
-        return setting
-    from opacus.grad_sample import GradSampleModuleFastGradientClipping as Ghost
-
-    total = ghost = 0
-    for module in model.modules():
-        own = sum(p.numel() for p in module.parameters(recurse=False) if p.requires_grad)
-        total += own
-        if type(module) in Ghost.NORM_SAMPLERS:
-            ghost += own
-    return "ghost" if total and ghost / total >= 0.5 else "hooks"
 
 
 def _make_optimizer(scenario: Scenario, params: list[nn.Parameter]) -> torch.optim.Optimizer:

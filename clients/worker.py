@@ -17,15 +17,15 @@ from flwr.app import ArrayRecord, MetricRecord
 
 from fedsim.clients.cohort import ClientJob, CohortTrainer, JobOutcome
 from fedsim.clients.engine import EngineChoice, choose_engine
-from fedsim.clients.evaluate import evaluate
 from fedsim.clients.trainer import ClientFailure, LocalTrainer, build_global_model
 from fedsim.clients.vectorised import VectorisedTrainer
 from fedsim.config import Scenario
-from fedsim.data import DatasetBundle, load_dataset
+from fedsim.data import DatasetBundle
 from fedsim.failures import outcome_fields, short_reason
+from fedsim.models.evaluate import evaluate
 from fedsim.protocol import ClientOutcome, CohortRequest
 from fedsim.seeding import numpy_rng
-from fedsim.shards import Shards, build_shards
+from fedsim.shards import Shards, build_shards, load_scenario_data
 
 
 class WorkerState:
@@ -206,24 +206,6 @@ def client_speed(scenario: Scenario, client: int) -> float:
     if sigma <= 0:
         return 1.0
     return float(numpy_rng(scenario.seed, "speed", client).lognormal(0.0, sigma))
-
-
-def load_scenario_data(scenario: Scenario) -> DatasetBundle:
-    """The scenario's dataset (cached per process by fedsim.data), validation split, canaries."""
-    bundle = load_dataset(
-        scenario.data.name,
-        seed=scenario.seed,
-        **scenario.data.loader_options(scenario.population),
-    )
-    if scenario.data.validation_fraction > 0:
-        from fedsim.data.validation import with_validation
-
-        bundle = with_validation(bundle, scenario.data.validation_fraction, scenario.seed)
-    if scenario.audit.canaries:
-        from fedsim.canaries import with_canaries
-
-        bundle = with_canaries(bundle, scenario.audit.canaries, scenario.seed)
-    return bundle
 
 
 def _describe(exc: BaseException) -> str:

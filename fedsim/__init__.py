@@ -54,9 +54,9 @@ def _run_outside_imports() -> Any:
 
     module = registry.importing_user_module()
     if module is None:
-        from fedsim import simulation
+        from fedsim import launch
 
-        return simulation.run
+        return launch.run
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(

@@ -211,7 +211,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _check_tracking(scenario)
     for warning in scenario.warnings():
         Console(stderr=True).print(f"warning: {warning}", markup=False, highlight=False)
-    from fedsim.simulation import run
+    from fedsim.launch import run
 
     result = run(scenario, args.out, overwrite=args.overwrite, progress=not args.quiet)
     _wide().print(results_table([(str(result.run_dir), result.summary, scenario.model_dump())]))
@@ -226,7 +226,7 @@ def _check_tracking(scenario: Any) -> None:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from fedsim.simulation import resume
+    from fedsim.launch import resume
 
     result = resume(args.run_dir, progress=not args.quiet)
     if result.already_complete:

@@ -48,7 +48,7 @@ class FlowerAppError(FedsimError, ValueError):
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
     """Build the scenario from the run config and run it over Flower's grid."""
-    from fedsim.simulation import run_on_grid
+    from fedsim.launch import run_on_grid
 
     config = dict(context.run_config)
     scenario = scenario_from_run_config(config, app_dir=_app_dir(grid))

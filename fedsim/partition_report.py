@@ -306,9 +306,8 @@ def partition_command(
     """
     # Imported here: the client side pulls in torch and Flower, which a plain
     # `import fedsim.partition_report` should not pay for.
-    from fedsim.clients.worker import load_scenario_data
     from fedsim.config import Scenario
-    from fedsim.shards import build_shards
+    from fedsim.shards import build_shards, load_scenario_data
 
     console = console or Console()
     scenario = Scenario.from_toml(scenario_path, overrides)

@@ -22,6 +22,10 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 COHORT_KEY = "fedsim.cohort"
 
+#: FedDyn's keys: alpha in the client's config record, its state g_i as an ArrayRecord
+FEDDYN_ALPHA = "feddyn-alpha"
+FEDDYN_STATE = "feddyn-grad"
+
 Record = ArrayRecord | ConfigRecord | MetricRecord
 
 

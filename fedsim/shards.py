@@ -14,7 +14,7 @@ import numpy as np
 from fedsim.canaries import CanaryDataset, add_to_shards
 from fedsim.canaries import canary_plan as make_canary_plan
 from fedsim.config import OWN_PARTITIONS, Scenario
-from fedsim.data import DatasetBundle, flwr_partition, partition_indices
+from fedsim.data import DatasetBundle, flwr_partition, load_dataset, partition_indices
 from fedsim.seeding import numpy_rng
 
 
@@ -27,6 +27,24 @@ class Shards:
 
     def sizes(self) -> np.ndarray:
         return np.array([len(s) for s in self.train], dtype=np.int64)
+
+
+def load_scenario_data(scenario: Scenario) -> DatasetBundle:
+    """The scenario's dataset (cached per process by fedsim.data), validation split, canaries."""
+    bundle = load_dataset(
+        scenario.data.name,
+        seed=scenario.seed,
+        **scenario.data.loader_options(scenario.population),
+    )
+    if scenario.data.validation_fraction > 0:
+        from fedsim.data.validation import with_validation
+
+        bundle = with_validation(bundle, scenario.data.validation_fraction, scenario.seed)
+    if scenario.audit.canaries:
+        from fedsim.canaries import with_canaries
+
+        bundle = with_canaries(bundle, scenario.audit.canaries, scenario.seed)
+    return bundle
 
 
 def build_shards(scenario: Scenario, bundle: DatasetBundle) -> Shards:

@@ -1,8 +1,11 @@
-"""`fedsim.run(scenario)`: a Flower ServerApp + ClientApp run on Flower's Ray engine.
+"""The server side of a run: a Flower ServerApp + ClientApp run on Flower's Ray engine.
 
 The ServerApp drives Flower's own strategy round by round (the loop of
 `Strategy.start`, with fedsim's bookkeeping between the steps) over a
-`VirtualClientGrid`; the ClientApp is the cohort trainer in fedsim.clients.
+`VirtualClientGrid`. The client side (the ClientApp Flower launches on the workers,
+and the engine probe they apply) is handed in as a `ClientSide` by the composition
+root, `fedsim.launch`: this module imports no client module. Users call
+`fedsim.run` / `fedsim.launch.run`, which fill it in.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +30,6 @@ from flwr.serverapp import Grid, ServerApp
 
 import fedsim
 from fedsim.checkpoint import Checkpoint, plan_resume, restore_strategy_state, scenario_hash
-from fedsim.clients.engine import EngineChoice, choose_engine
-from fedsim.clients.evaluate import evaluate
-from fedsim.clients.trainer import build_global_model, choose_grad_sample_mode
-from fedsim.clients.worker import load_scenario_data
 from fedsim.config import Scenario, ScenarioError
 from fedsim.data.cache import FOLDER as DATA_CACHE_FOLDER
 from fedsim.data.cache import run_cache
@@ -37,6 +37,8 @@ from fedsim.errors import FedsimError
 from fedsim.failures import FailureWatch
 from fedsim.grid import RunStopped, VirtualClientGrid, cohort_size
 from fedsim.loop import Evaluator, RoundLoop, RoundObserver
+from fedsim.models.build import build_global_model, choose_grad_sample_mode
+from fedsim.models.evaluate import evaluate
 from fedsim.observers import (
     BudgetStop,
     CanaryAudit,
@@ -61,7 +63,7 @@ from fedsim.rundir import (
     storage_errors,
 )
 from fedsim.seeding import numpy_rng
-from fedsim.shards import build_shards
+from fedsim.shards import build_shards, load_scenario_data
 from fedsim.strategies import build_strategy
 from fedsim.tracking import open_tracker
 
@@ -78,6 +80,25 @@ class RunResult:
     already_complete: bool = False
 
 
+@dataclass(frozen=True)
+class ClientSide:
+    """What the server needs of the client side, given to it by `fedsim.launch`.
+
+    Attributes:
+        app: the ClientApp Flower launches on every worker (`fedsim.clients.app.app`).
+        choose_engine: ``(scenario, model, train set) -> choice``, the probe the workers
+            apply too; the choice has ``engine``, ``vector_clients`` and ``summary()``.
+            The server needs it for the chunk size V and the run summary.
+    """
+
+    app: Any
+    choose_engine: Callable[[Scenario, Any, Any], Any]
+
+
+#: the summary's engine fields of a run that stopped before choosing one
+NO_ENGINE = {"engine": None, "engine_reason": None, "vector_clients": None}
+
+
 class SimulationError(FedsimError, RuntimeError):
     """The simulation could not start or finish (Ray unreachable, no clients left...)."""
 
@@ -92,6 +113,7 @@ def run(
     scenario: Scenario,
     out: str | Path | None = None,
     *,
+    clients: ClientSide,
     overwrite: bool = False,
     progress: bool = True,
 ) -> RunResult:
@@ -100,6 +122,7 @@ def run(
     Args:
         scenario: a validated Scenario (see `Scenario.from_toml`).
         out: run directory; default `runs/<scenario name>`.
+        clients: the client side (`fedsim.launch.client_side()`).
         overwrite: replace an existing fedsim run directory (only fedsim's files in it).
         progress: show a live progress display on the terminal.
 
@@ -119,15 +142,18 @@ def run(
         with storage_errors(rundir.path):
             rundir.create(overwrite=overwrite)  # takes the run's lock
             rundir.write_text(rundir.scenario, scenario.to_toml())
-            state = ServerRun(scenario, rundir, RunProgress(scenario, enabled=progress))
+            state = ServerRun(
+                scenario, rundir, RunProgress(scenario, enabled=progress), clients=clients
+            )
             return _execute(scenario, state)
     finally:
         rundir.unlock()
 
 
-def resume(run_dir: str | Path, *, progress: bool = True) -> RunResult:
+def resume(run_dir: str | Path, *, clients: ClientSide, progress: bool = True) -> RunResult:
     """Continue a killed or interrupted run from its last checkpoint.
 
+    `clients` is the client side, as for `run`.
     The scenario is the run directory's own `scenario.toml`. Checkpoint, metrics and
     ledger are all checked before anything is changed; then the lines written after
     the checkpoint are dropped (their rounds run again), except ledger lines of a
@@ -174,7 +200,11 @@ def resume(run_dir: str | Path, *, progress: bool = True) -> RunResult:
                     highlight=False,
                 )
             state = ServerRun(
-                scenario, rundir, RunProgress(scenario, enabled=progress), resume=plan.checkpoint
+                scenario,
+                rundir,
+                RunProgress(scenario, enabled=progress),
+                clients=clients,
+                resume=plan.checkpoint,
             )
             return _execute(scenario, state)
     finally:
@@ -186,11 +216,14 @@ def run_on_grid(
     scenario: Scenario,
     out: str | Path | None = None,
     *,
+    clients: ClientSide,
     overwrite: bool = False,
     progress: bool = False,
 ) -> RunResult:
     """Run a scenario's server loop over a Grid that Flower already provides.
 
+    `clients` is the client side, as for `run` (its ClientApp is Flower's here; the
+    engine probe still decides the chunk size).
     For a ServerApp that Flower's runtime started (`flwr run`, see fedsim.flower_app):
     Ray and the supernodes are Flower's, so nothing is started here. The run
     directory is created, written and finished exactly as by `run` (summary.json
@@ -216,7 +249,9 @@ def run_on_grid(
         with storage_errors(rundir.path):
             rundir.create(overwrite=overwrite)  # takes the run's lock
             rundir.write_text(rundir.scenario, scenario.to_toml())
-            state = ServerRun(scenario, rundir, RunProgress(scenario, enabled=progress))
+            state = ServerRun(
+                scenario, rundir, RunProgress(scenario, enabled=progress), clients=clients
+            )
             return _execute(scenario, state, simulate=on_grid)
     finally:
         rundir.unlock()
@@ -338,9 +373,12 @@ class ServerRun:
         scenario: Scenario,
         rundir: RunDir,
         progress: RunProgress,
+        *,
+        clients: ClientSide,
         resume: Checkpoint | None = None,
     ) -> None:
         self.scenario = scenario
+        self.clients = clients
         self.rundir = rundir
         self.progress = progress
         self.tracker = open_tracker(scenario, rundir.path, progress.phase)
@@ -354,7 +392,7 @@ class ServerRun:
         except ValueError as exc:  # a corrupt line: bad input (exit 2), not a failed run
             raise RunDirCorruptError(f"cannot continue the run in {rundir.path}: {exc}") from exc
         self.grad_sample_mode: str | None = None
-        self.engine: EngineChoice | None = None
+        self.engine: Any = None  # the client side's engine choice, once made
         self.final_state: dict[str, torch.Tensor] = {}
         self.error: BaseException | None = None
         self.interrupted = False
@@ -420,10 +458,10 @@ class ServerRun:
             self.stopped, self.interrupted = loop.stop.reason, loop.stop.interrupted
         self.final_state = final_weights(loop)
 
-    def _note_engine(self, model: Any, bundle: Any) -> EngineChoice:
+    def _note_engine(self, model: Any, bundle: Any) -> Any:
         """The same rules the workers apply to the same model: recorded in the summary."""
         sc = self.scenario
-        engine = self.engine = choose_engine(sc, model, bundle.train)
+        engine = self.engine = self.clients.choose_engine(sc, model, bundle.train)
         if sc.dp.mode == "sample":
             self.grad_sample_mode = (
                 "vectorised"
@@ -465,7 +503,7 @@ class ServerRun:
             "dp_mode": sc.dp.mode,
             "accountant": sc.dp.accountant if sc.dp.mode != "off" else None,
             "grad_sample_mode": self.grad_sample_mode,
-            **(self.engine.summary() if self.engine else EngineChoice.unknown()),
+            **(self.engine.summary() if self.engine else NO_ENGINE),
             "noise_rng": ("os-entropy" if sc.dp.secure_rng else "seeded")
             if sc.dp.mode != "off"
             else None,
@@ -513,8 +551,6 @@ def _run_on_ray(
 ) -> None:
     from flwr.simulation import run_simulation
 
-    from fedsim.clients.app import app as client_app
-
     server_app = ServerApp()
 
     @server_app.main()
@@ -552,7 +588,7 @@ def _run_on_ray(
         try:
             run_simulation(
                 server_app=server_app,
-                client_app=client_app,
+                client_app=state.clients.app,
                 num_supernodes=num_supernodes(scenario),
                 backend_name="ray",
                 backend_config=backend_config(scenario),

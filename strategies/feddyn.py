@@ -12,7 +12,8 @@ and the server, over the participants P of the round and the population m:
 Simulated clients are stateless, so the server keeps every g_i, keyed by client id
 (a client never seen has g_i = 0), sends it as the client's "feddyn-grad" record,
 and advances it with the objective's own ``after_round`` on the weights the client
-returned: one definition of the client's update, in fedsim.clients.objectives.
+returned (`Objective.next_state`, looked up in the objective registry): one definition
+of the client's update, in fedsim.clients.objectives.
 Failed clients change nothing. Each message carries the round's config record
 with "feddyn-alpha" added (one record shared by the cohort).
 """
@@ -28,8 +29,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedsim.clients.objectives import FEDDYN_ALPHA, FEDDYN_STATE, Context
-from fedsim.clients.objectives import FedDyn as FedDynObjective
+from fedsim.protocol import FEDDYN_ALPHA, FEDDYN_STATE
+from fedsim.registry import OBJECTIVES
 from fedsim.strategies.scaffold import cast_to, reply_update, valid_replies
 
 
@@ -64,7 +65,8 @@ class FedDyn(FedAvg):
         #: g_i of every client that has trained, by client id
         self.grad_clients: dict[int, dict[str, np.ndarray]] = {}
         self._x: dict[str, np.ndarray] | None = None
-        self._objective = FedDynObjective()
+        # the client objective by its registry name: the server side imports no client module
+        self._objective = OBJECTIVES.load("feddyn")()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -126,12 +128,12 @@ class FedDyn(FedAvg):
     ) -> None:
         """g_i <- after_round(ctx, w_i): the client objective's own state update."""
         old = self.grad_clients.get(cid)
-        ctx = Context(
-            global_params={k: torch.from_numpy(x[k].astype(np.float64)) for k in floats},
-            state={k: torch.from_numpy(old[k].astype(np.float64)) for k in floats} if old else {},
-            config={FEDDYN_ALPHA: self.alpha},
+        new = self._objective.next_state(
+            {k: torch.from_numpy(x[k].astype(np.float64)) for k in floats},
+            {k: torch.from_numpy(old[k].astype(np.float64)) for k in floats} if old else {},
+            {FEDDYN_ALPHA: self.alpha},
+            {k: torch.from_numpy(y[k]) for k in floats},
         )
-        new = self._objective.after_round(ctx, {k: torch.from_numpy(y[k]) for k in floats})
         self.grad_clients[cid] = {k: v.numpy().astype(x[k].dtype) for k, v in new.items()}
 
     @property

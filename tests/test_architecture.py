@@ -23,6 +23,9 @@ SERVER_SIDE = (
     "fedsim.loop",
     "fedsim.observers",
     "fedsim.grid",
+    "fedsim.checkpoint",
+    "fedsim.rundir",
+    "fedsim.tracking",
     "fedsim.strategies",
 )
 ENGINE = ("fedsim.simulation", "fedsim.loop", "fedsim.observers", "fedsim.grid")
@@ -43,34 +46,11 @@ CLIENT_MAY_IMPORT = {
     "fedsim.registry": "names and import paths resolved the same way on both sides",
 }
 
-# Known breaks of "server side never imports client side", each named with why it
-# stays for now. `simulation.py` is the composition root: it starts Ray with the
-# ClientApp and evaluates centrally with the client-side model code.
-SERVER_TO_CLIENT_EXCEPTIONS = {
-    ("fedsim.simulation", "fedsim.clients.app"): (
-        "the run hands Flower the ClientApp to launch on Ray; a launcher module "
-        "outside the server side would own this"
-    ),
-    ("fedsim.simulation", "fedsim.clients.trainer"): (
-        "central evaluation builds the global model and picks the grad-sample mode "
-        "with the trainer's functions (build_global_model, choose_grad_sample_mode); "
-        "they belong in fedsim.models once clients/trainer.py is free to change"
-    ),
-    ("fedsim.simulation", "fedsim.clients.evaluate"): (
-        "central evaluation reuses the client's evaluate(); to move to a shared leaf"
-    ),
-    ("fedsim.simulation", "fedsim.clients.engine"): (
-        "the run summary reports which engine the clients will use (choose_engine)"
-    ),
-    ("fedsim.strategies.feddyn", "fedsim.clients.objectives"): (
-        "FedDyn's server holds each client's state (simulated clients are stateless) "
-        "and advances it with the objective's own after_round: one source for the "
-        "rule; objectives are pure tensor functions that could live in a shared leaf"
-    ),
-    ("fedsim.simulation", "fedsim.clients.worker"): (
-        "central evaluation loads the scenario's data as the workers do "
-        "(load_scenario_data); to move next to fedsim.shards"
-    ),
+# Server side and client side never import each other. The modules that join them are
+# the composition roots, each with why; nothing else may import both sides.
+COMPOSITION_ROOTS = {
+    "fedsim.launch": "hands the server the client side (ClientApp, engine probe): fedsim.run",
+    "fedsim.flower_app": "module-level ServerApp and ClientApp for `flwr run`",
 }
 
 HEAVY = ("torch", "flwr", "ray", "opacus")
@@ -160,11 +140,20 @@ def test_client_side_imports_only_shared_leaves_of_fedsim() -> None:
     assert bad == set()
 
 
-def test_server_side_imports_no_client_side_but_the_named_exceptions() -> None:
-    found = _violations(SERVER_SIDE, CLIENT_SIDE)
-    assert found - set(SERVER_TO_CLIENT_EXCEPTIONS) == set()
-    # An exception that no longer happens must leave the list.
-    assert set(SERVER_TO_CLIENT_EXCEPTIONS) - found == set()
+def test_server_side_imports_no_client_side() -> None:
+    assert _violations(SERVER_SIDE, CLIENT_SIDE) == set()
+
+
+def test_only_the_composition_roots_import_both_sides() -> None:
+    modules = _modules()
+    both = {
+        name
+        for name, path in modules.items()
+        if not _within(name, CLIENT_SIDE + SERVER_SIDE)
+        and any(_within(m, CLIENT_SIDE) for m in _imports(name, path))
+        and any(_within(m, SERVER_SIDE) for m in _imports(name, path))
+    }
+    assert both == set(COMPOSITION_ROOTS)
 
 
 def test_grid_imports_no_client_module() -> None:

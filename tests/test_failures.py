@@ -11,6 +11,7 @@ import pytest
 from fedsim.clients.worker import SetupFailure, worker_state
 from fedsim.failures import ClientErrors, FailureWatch, short_reason
 from fedsim.grid import RoundReport
+from fedsim.launch import client_side
 from fedsim.progress import RunProgress
 from fedsim.protocol import ClientOutcome, CohortRequest
 from fedsim.rundir import RunDir, read_jsonl
@@ -25,7 +26,7 @@ def serve(tmp_path: Path, **overrides: Any) -> tuple[ServerRun, BaseException | 
     sc = small_scenario(**overrides)
     rundir = RunDir(tmp_path / "run")
     rundir.create()
-    state = ServerRun(sc, rundir, RunProgress(sc, enabled=False))
+    state = ServerRun(sc, rundir, RunProgress(sc, enabled=False), clients=client_side())
     error = None
     try:
         _server_loop(InProcessGrid(nodes=8), sc, state)

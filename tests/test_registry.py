@@ -286,6 +286,7 @@ def test_user_components_by_path_train_above_chance_in_process(
 ) -> None:
     # The cohort handler rebuilds model and data from the scenario's import paths, as a
     # Ray worker does (tests/integration/test_user_components.py runs it on Ray).
+    from fedsim.launch import client_side
     from fedsim.progress import RunProgress
     from fedsim.rundir import RunDir
     from fedsim.simulation import ServerRun, _server_loop
@@ -294,7 +295,7 @@ def test_user_components_by_path_train_above_chance_in_process(
     sc = Scenario.from_dict(user_scenario(), before_run=True)
     rundir = RunDir(tmp_path / "run")
     rundir.create()
-    state = ServerRun(sc, rundir, RunProgress(sc, enabled=False))
+    state = ServerRun(sc, rundir, RunProgress(sc, enabled=False), clients=client_side())
     try:
         _server_loop(InProcessGrid(nodes=8), sc, state)
     finally:

@@ -9,6 +9,7 @@ from typing import Any
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 
 from fedsim.clients.trainer import build_global_model
+from fedsim.launch import client_side
 from fedsim.progress import RunProgress
 from fedsim.rundir import RunDir
 from fedsim.simulation import ServerRun, _server_loop
@@ -33,7 +34,7 @@ def test_every_reply_holds_only_model_arrays_and_scalars(
     sc = small_scenario(rounds=2, evaluation__federated_fraction=0.5, faults__fail_probability=0.3)
     rundir = RunDir(tmp_path / "run")
     rundir.create()
-    state = ServerRun(sc, rundir, RunProgress(sc, enabled=False))
+    state = ServerRun(sc, rundir, RunProgress(sc, enabled=False), clients=client_side())
     grid = RecordingGrid(nodes=8)
     try:
         _server_loop(grid, sc, state)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from fedsim.launch import client_side
 from fedsim.privacy import epsilon
 from fedsim.progress import RunProgress
 from fedsim.rundir import RunDir, read_jsonl
@@ -20,7 +21,7 @@ def serve(tmp_path: Path, **overrides: Any) -> ServerRun:
     rundir = RunDir(tmp_path / "run")
     rundir.create()
     rundir.write_text(rundir.scenario, sc.to_toml())
-    state = ServerRun(sc, rundir, RunProgress(sc, enabled=False))
+    state = ServerRun(sc, rundir, RunProgress(sc, enabled=False), clients=client_side())
     try:
         _server_loop(InProcessGrid(nodes=8), sc, state)
     finally:

@@ -16,6 +16,7 @@ from fedsim.clients.trainer import BatchSampler, LocalTrainer, build_global_mode
 from fedsim.clients.vectorised import VectorisedTrainer, _Client
 from fedsim.clients.worker import WorkerState, load_scenario_data
 from fedsim.grid import cohort_size
+from fedsim.launch import client_side
 from fedsim.progress import RunProgress
 from fedsim.protocol import CohortRequest
 from fedsim.rundir import RunDir
@@ -255,7 +256,7 @@ def _serve(tmp_path: Path, name: str = "", **overrides: Any) -> tuple[ServerRun,
     rundir = RunDir(tmp_path / (name or sc.backend.engine))
     rundir.create()
     rundir.write_text(rundir.scenario, sc.to_toml())
-    state = ServerRun(sc, rundir, RunProgress(sc, enabled=False))
+    state = ServerRun(sc, rundir, RunProgress(sc, enabled=False), clients=client_side())
     inner = InProcessGrid(nodes=8)
     try:
         _server_loop(inner, sc, state)

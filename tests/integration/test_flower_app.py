@@ -26,7 +26,7 @@ import psutil
 import pytest
 
 from fedsim.config import Scenario
-from fedsim.simulation import run
+from fedsim.launch import run
 from tests.integration.test_ray_local import is_loopback
 
 pytestmark = pytest.mark.integration

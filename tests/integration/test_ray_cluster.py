@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fedsim.simulation import run
+from fedsim.launch import run
 from tests.conftest import small_scenario
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 import fedsim.simulation as simulation
-from fedsim.simulation import run
+from fedsim.launch import run
 from tests.conftest import small_scenario
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fedsim.config import Scenario
-from fedsim.simulation import resume, run
+from fedsim.launch import resume, run
 from tests.conftest import small_scenario
 
 pytestmark = pytest.mark.integration

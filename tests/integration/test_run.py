@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from fedsim.launch import run
 from fedsim.privacy import epsilon_of_history
 from fedsim.rundir import read_jsonl
-from fedsim.simulation import run
 from tests.conftest import small_scenario
 
 pytestmark = pytest.mark.integration
