@@ -15,6 +15,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ def run(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    observers: Sequence[RoundObserver] = (),
 ) -> RunResult:
     """Run a scenario end to end and write its run directory.
 
@@ -102,6 +104,9 @@ def run(
         out: run directory; default `runs/<scenario name>`.
         overwrite: replace an existing fedsim run directory (only fedsim's files in it).
         progress: show a live progress display on the terminal.
+        observers: extra `RoundObserver`s, called after fedsim's own at each hook. They
+            run in this process (the ServerApp is a thread of it), so they may keep
+            what they see in their own attributes.
 
     Returns:
         RunResult with the run directory, summary, per-round metrics and final weights.
@@ -119,20 +124,25 @@ def run(
         with storage_errors(rundir.path):
             rundir.create(overwrite=overwrite)  # takes the run's lock
             rundir.write_text(rundir.scenario, scenario.to_toml())
-            state = ServerRun(scenario, rundir, RunProgress(scenario, enabled=progress))
+            state = ServerRun(
+                scenario, rundir, RunProgress(scenario, enabled=progress), observers=observers
+            )
             return _execute(scenario, state)
     finally:
         rundir.unlock()
 
 
-def resume(run_dir: str | Path, *, progress: bool = True) -> RunResult:
+def resume(
+    run_dir: str | Path, *, progress: bool = True, observers: Sequence[RoundObserver] = ()
+) -> RunResult:
     """Continue a killed or interrupted run from its last checkpoint.
 
     The scenario is the run directory's own `scenario.toml`. Checkpoint, metrics and
     ledger are all checked before anything is changed; then the lines written after
     the checkpoint are dropped (their rounds run again), except ledger lines of a
     `dp.secure_rng` run, which stay charged with status "discarded" (the re-run's
-    fresh noise makes new releases). A finished run is left as it is.
+    fresh noise makes new releases). A finished run is left as it is. `observers`: as
+    in `run`, from the round after the checkpoint.
 
     Raises:
         RunDirError: no run directory / scenario there, in use by another process,
@@ -173,8 +183,9 @@ def resume(run_dir: str | Path, *, progress: bool = True) -> RunResult:
                     markup=False,
                     highlight=False,
                 )
+            display = RunProgress(scenario, enabled=progress)
             state = ServerRun(
-                scenario, rundir, RunProgress(scenario, enabled=progress), resume=plan.checkpoint
+                scenario, rundir, display, resume=plan.checkpoint, observers=observers
             )
             return _execute(scenario, state)
     finally:
@@ -188,13 +199,14 @@ def run_on_grid(
     *,
     overwrite: bool = False,
     progress: bool = False,
+    observers: Sequence[RoundObserver] = (),
 ) -> RunResult:
     """Run a scenario's server loop over a Grid that Flower already provides.
 
     For a ServerApp that Flower's runtime started (`flwr run`, see fedsim.flower_app):
     Ray and the supernodes are Flower's, so nothing is started here. The run
     directory is created, written and finished exactly as by `run` (summary.json
-    last); the cohorts go to the real node ids of `grid`.
+    last); the cohorts go to the real node ids of `grid`. `observers`: as in `run`.
 
     Raises:
         RunDirError: as `run`.
@@ -216,7 +228,9 @@ def run_on_grid(
         with storage_errors(rundir.path):
             rundir.create(overwrite=overwrite)  # takes the run's lock
             rundir.write_text(rundir.scenario, scenario.to_toml())
-            state = ServerRun(scenario, rundir, RunProgress(scenario, enabled=progress))
+            state = ServerRun(
+                scenario, rundir, RunProgress(scenario, enabled=progress), observers=observers
+            )
             return _execute(scenario, state, simulate=on_grid)
     finally:
         rundir.unlock()
@@ -339,10 +353,12 @@ class ServerRun:
         rundir: RunDir,
         progress: RunProgress,
         resume: Checkpoint | None = None,
+        observers: Sequence[RoundObserver] = (),
     ) -> None:
         self.scenario = scenario
         self.rundir = rundir
         self.progress = progress
+        self.extra_observers = list(observers)  # the caller's, after fedsim's own
         self.tracker = open_tracker(scenario, rundir.path, progress.phase)
         self.resume_from = resume
         try:  # read back what a resumed run already has
@@ -433,7 +449,9 @@ class ServerRun:
         return engine
 
     def _observers(self, model: Any, bundle: Any, initial: dict[str, Any]) -> list[RoundObserver]:
-        """Signal and budget stops, failure watch, files, tracking, progress, audits."""
+        """Signal and budget stops, failure watch, files, tracking, progress, audits,
+        then the caller's: a round stopped before it starts is not started for them, and
+        a round's row reaches them after it is written."""
         sc, accounting = self.scenario, self.accounting
         observers: list[RoundObserver] = [
             SignalStop(_STOP),
@@ -448,7 +466,7 @@ class ServerRun:
             observers.append(CanaryAudit(sc, self.rundir, accounting, model, bundle))
         if sc.dp.mode == "user" and sc.audit.canary_clients:
             observers.append(OneShotAudit(sc, self.rundir, accounting, initial))
-        return observers
+        return observers + self.extra_observers
 
     def summary(self, wall: float) -> dict[str, Any]:
         sc = self.scenario
