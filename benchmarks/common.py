@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedsim.loop import RoundLoop, RoundObserver, Stop
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -120,12 +122,12 @@ def ratio(num: float | None, den: float | None) -> float | None:
     return num / den
 
 
-def warm_round_seconds(metrics: Sequence[dict[str, Any]], warmup: int = 1) -> list[float]:
-    """Per-round `seconds` of a run's metrics, without the first `warmup` rounds.
+def warm_round_seconds(round_seconds: Sequence[float], warmup: int = 1) -> list[float]:
+    """Per-round seconds without the first `warmup` rounds (the last one if no more).
 
     Round 1 carries the workers' cold start (imports, dataset, model, Opacus wrappers).
     """
-    secs = [float(m["seconds"]) for m in metrics if m.get("seconds") is not None]
+    secs = list(round_seconds)
     return secs[warmup:] if len(secs) > warmup else secs[-1:]
 
 
@@ -342,54 +344,86 @@ class ProcessTreeRSS:
 # --------------------------------------------------------------------------- fedsim runs
 
 
+class RoundTimer(RoundObserver):
+    """Wall times of a run's rounds, taken at the round loop's own hooks.
+
+    `fedsim.run(..., observers=[timer])` hands this very object to the `RoundLoop`: the
+    ServerApp runs in a thread of this process (Flower's `run_simulation` starts it with
+    `threading.Thread`, on the ServerApp object fedsim passes), so nothing is polled or
+    read back from a file. A round runs from its `on_round_start` (after fedsim's signal
+    and budget stops let it start) to its `on_round_end` (after its metrics line, ledger
+    and checkpoint are written).
+
+    Attributes:
+        rounds, round_seconds: the rounds that finished and their seconds, in order.
+        first_start_after: seconds from `t0` to round 1 (or a resume's first) starting.
+        first_end_after: seconds from `t0` to that round's end.
+    """
+
+    def __init__(self, t0: float | None = None) -> None:
+        self.t0 = time.perf_counter() if t0 is None else t0
+        self.rounds: list[int] = []
+        self.round_seconds: list[float] = []
+        self.first_start_after: float | None = None
+        self.first_end_after: float | None = None
+        self._started: dict[int, float] = {}
+
+    def on_round_start(self, loop: RoundLoop, rnd: int) -> Stop | None:
+        now = time.perf_counter()
+        if self.first_start_after is None:
+            self.first_start_after = now - self.t0
+        self._started[rnd] = now
+        return None
+
+    def on_round_end(self, loop: RoundLoop, row: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        rnd = int(row["round"])
+        self.rounds.append(rnd)
+        self.round_seconds.append(now - self._started.pop(rnd))
+        if self.first_end_after is None:
+            self.first_end_after = now - self.t0
+
+
 @dataclass
 class TimedRun:
-    """A fedsim run with the timings the harness needs."""
+    """A fedsim run with the timings the harness needs (from a `RoundTimer`)."""
 
     label: str
     wall_seconds: float
     round_seconds: list[float]
-    first_metrics_after: float | None  # seconds from calling run() to metrics line 1
+    round1_start_seconds: float | None  # from calling run() to the server starting round 1
+    first_round_done_after: float | None  # from calling run() to round 1 done
     metrics: list[dict[str, Any]]
     summary: dict[str, Any]
     state_dict: dict[str, Any] = field(repr=False)
     memory: dict[str, Any] | None = None
 
     @property
-    def round1_start_seconds(self) -> float | None:
-        """From calling run() to the server starting round 1 (first line - round 1 seconds).
-
-        Flower starts the ServerApp thread before it starts Ray, so round 1's clock starts
-        while Ray and the workers are still coming up: this is a lower bound of start-up.
-        """
-        if self.first_metrics_after is None or not self.round_seconds:
-            return None
-        return max(0.0, self.first_metrics_after - self.round_seconds[0])
-
-    @property
     def startup_seconds(self) -> float | None:
         """Start-up cost: time to the first round done minus a steady-state round.
 
-        Covers run()'s set-up, Ray's start, the workers' imports, data set and model.
+        Covers run()'s set-up, Ray's start, and the workers' imports, data set and model:
+        Flower starts the workers while the ServerApp thread already runs round 1, so
+        the time to round 1's start alone misses the workers' cold start.
         """
         warm = self.warm_median()
-        if self.first_metrics_after is None or warm is None:
+        if self.first_round_done_after is None or warm is None:
             return None
-        return max(0.0, self.first_metrics_after - warm)
+        return max(0.0, self.first_round_done_after - warm)
 
     def warm_median(self, warmup: int = 1) -> float | None:
-        return median(warm_round_seconds(self.metrics, warmup))
+        return median(warm_round_seconds(self.round_seconds, warmup))
 
     def as_dict(self, warmup: int = 1) -> dict[str, Any]:
         d: dict[str, Any] = {
             "label": self.label,
             "round_seconds": self.round_seconds,
-            "warm_round_seconds": warm_round_seconds(self.metrics, warmup),
+            "warm_round_seconds": warm_round_seconds(self.round_seconds, warmup),
             "median_round_seconds": self.warm_median(warmup),
             "first_round_seconds": self.round_seconds[0] if self.round_seconds else None,
             "startup_seconds": _r(self.startup_seconds),
             "run_to_round1_start_seconds": _r(self.round1_start_seconds),
-            "time_to_first_metrics_seconds": _r(self.first_metrics_after),
+            "time_to_first_metrics_seconds": _r(self.first_round_done_after),
             "wall_seconds": round(self.wall_seconds, 3),
             "clients_trained": [m.get("clients_trained") for m in self.metrics],
             "clients_failed": [m.get("clients_failed") for m in self.metrics],
@@ -403,60 +437,25 @@ def _r(x: float | None, nd: int = 3) -> float | None:
     return None if x is None else round(x, nd)
 
 
-class _FirstLineWatcher:
-    """Notes when the run's metrics.jsonl gets its first line (= round 1 finished)."""
-
-    def __init__(self, path: Path, t0: float, interval: float = 0.05) -> None:
-        self.path = path
-        self.t0 = t0
-        self.interval = interval
-        self.after: float | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="metrics-watch", daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.path.stat().st_size > 0:
-                    self.after = time.perf_counter() - self.t0
-                    return
-            except OSError:
-                pass
-            self._stop.wait(self.interval)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-
-
 def timed_run(
     scenario: Any, out: str | Path, label: str, *, measure_memory: bool = False
 ) -> TimedRun:
-    """`fedsim.run` (no progress display) with wall time, first-line time and optional RSS."""
-    from fedsim.simulation import run
+    """`fedsim.run` (no progress display) timed by a `RoundTimer`, with optional RSS."""
+    from fedsim.launch import run
 
-    out = Path(out)
-    t0 = time.perf_counter()
-    watcher = _FirstLineWatcher(out / "metrics.jsonl", t0)
-    watcher.start()
+    timer = RoundTimer()
     monitor = ProcessTreeRSS() if measure_memory else None
-    try:
-        if monitor is not None:
-            with monitor:
-                result = run(scenario, out, overwrite=True, progress=False)
-        else:
-            result = run(scenario, out, overwrite=True, progress=False)
-    finally:
-        watcher.stop()
-    wall = time.perf_counter() - t0
+    if monitor is not None:
+        with monitor:
+            result = run(scenario, out, overwrite=True, progress=False, observers=[timer])
+    else:
+        result = run(scenario, out, overwrite=True, progress=False, observers=[timer])
     return TimedRun(
         label=label,
-        wall_seconds=wall,
-        round_seconds=[float(m["seconds"]) for m in result.metrics],
-        first_metrics_after=watcher.after,
+        wall_seconds=time.perf_counter() - timer.t0,
+        round_seconds=timer.round_seconds,
+        round1_start_seconds=timer.first_start_after,
+        first_round_done_after=timer.first_end_after,
         metrics=result.metrics,
         summary=result.summary,
         state_dict=result.state_dict,

@@ -32,8 +32,9 @@ cold start; the last round's final central evaluation runs on 1 test sample):
                     FedAvg; its time divided by `--workers` = the compute floor of (a).
                     Measured before and after the fedsim runs (not in --tiny); median of
                     the warm rounds of both passes.
-Round seconds of (a) and (b) are the `seconds` of each metrics.jsonl line (server-side round
-time: configure, send, train, receive, aggregate).
+Round seconds of (a) and (b) are taken in the server by `benchmarks.common.RoundTimer`, an
+observer of fedsim's round loop (`fedsim.run(..., observers=...)`): from a round's start hook
+to its end hook (configure, send, train, receive, aggregate, evaluate, write its lines).
 
 Also: start-up (time from run() to the first round done, minus a steady-state round) and,
 unless --no-parallel-floor (or --tiny), the floor *measured* with W processes training their

@@ -18,7 +18,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,7 @@ def run(
     clients: ClientSide,
     overwrite: bool = False,
     progress: bool = True,
+    observers: Sequence[RoundObserver] = (),
 ) -> RunResult:
     """Run a scenario end to end and write its run directory.
 
@@ -125,6 +126,9 @@ def run(
         clients: the client side (`fedsim.launch.client_side()`).
         overwrite: replace an existing fedsim run directory (only fedsim's files in it).
         progress: show a live progress display on the terminal.
+        observers: extra `RoundObserver`s, called after fedsim's own at each hook. They
+            run in this process (the ServerApp is a thread of it), so they may keep
+            what they see in their own attributes.
 
     Returns:
         RunResult with the run directory, summary, per-round metrics and final weights.
@@ -143,14 +147,24 @@ def run(
             rundir.create(overwrite=overwrite)  # takes the run's lock
             rundir.write_text(rundir.scenario, scenario.to_toml())
             state = ServerRun(
-                scenario, rundir, RunProgress(scenario, enabled=progress), clients=clients
+                scenario,
+                rundir,
+                RunProgress(scenario, enabled=progress),
+                clients=clients,
+                observers=observers,
             )
             return _execute(scenario, state)
     finally:
         rundir.unlock()
 
 
-def resume(run_dir: str | Path, *, clients: ClientSide, progress: bool = True) -> RunResult:
+def resume(
+    run_dir: str | Path,
+    *,
+    clients: ClientSide,
+    progress: bool = True,
+    observers: Sequence[RoundObserver] = (),
+) -> RunResult:
     """Continue a killed or interrupted run from its last checkpoint.
 
     `clients` is the client side, as for `run`.
@@ -158,7 +172,8 @@ def resume(run_dir: str | Path, *, clients: ClientSide, progress: bool = True) -
     ledger are all checked before anything is changed; then the lines written after
     the checkpoint are dropped (their rounds run again), except ledger lines of a
     `dp.secure_rng` run, which stay charged with status "discarded" (the re-run's
-    fresh noise makes new releases). A finished run is left as it is.
+    fresh noise makes new releases). A finished run is left as it is. `observers`: as
+    in `run`, from the round after the checkpoint.
 
     Raises:
         RunDirError: no run directory / scenario there, in use by another process,
@@ -179,36 +194,45 @@ def resume(run_dir: str | Path, *, clients: ClientSide, progress: bool = True) -
     try:
         with storage_errors(rundir.path):
             rundir.lock()
-            plan = plan_resume(
-                rundir.metrics,
-                rundir.ledger,
-                rundir.checkpoints,
-                expected_hash=scenario_hash(scenario.fingerprint()),
-                fresh_noise=scenario.dp.secure_rng and scenario.dp.mode != "off",
-            )
-            # Everything checked: only now is the directory changed.
-            rundir.write_bytes(rundir.metrics, plan.metrics)
-            if plan.ledger is not None:
-                rundir.write_bytes(rundir.ledger, plan.ledger)
-            if plan.discarded and progress:
-                from rich.console import Console
-
-                Console(stderr=True).print(
-                    f"resume: {plan.discarded} ledger line(s) of the killed attempt kept as "
-                    "'discarded' (fresh noise: their releases stay charged)",
-                    markup=False,
-                    highlight=False,
-                )
+            checkpoint = _roll_back_to_checkpoint(rundir, scenario, tell=progress)
             state = ServerRun(
                 scenario,
                 rundir,
                 RunProgress(scenario, enabled=progress),
                 clients=clients,
-                resume=plan.checkpoint,
+                resume=checkpoint,
+                observers=observers,
             )
             return _execute(scenario, state)
     finally:
         rundir.unlock()
+
+
+def _roll_back_to_checkpoint(
+    rundir: RunDir, scenario: Scenario, *, tell: bool
+) -> Checkpoint | None:
+    """Check checkpoint, metrics and ledger, then drop what was written after the checkpoint."""
+    plan = plan_resume(
+        rundir.metrics,
+        rundir.ledger,
+        rundir.checkpoints,
+        expected_hash=scenario_hash(scenario.fingerprint()),
+        fresh_noise=scenario.dp.secure_rng and scenario.dp.mode != "off",
+    )
+    # Everything checked: only now is the directory changed.
+    rundir.write_bytes(rundir.metrics, plan.metrics)
+    if plan.ledger is not None:
+        rundir.write_bytes(rundir.ledger, plan.ledger)
+    if plan.discarded and tell:
+        from rich.console import Console
+
+        Console(stderr=True).print(
+            f"resume: {plan.discarded} ledger line(s) of the killed attempt kept as "
+            "'discarded' (fresh noise: their releases stay charged)",
+            markup=False,
+            highlight=False,
+        )
+    return plan.checkpoint
 
 
 def run_on_grid(
@@ -219,6 +243,7 @@ def run_on_grid(
     clients: ClientSide,
     overwrite: bool = False,
     progress: bool = False,
+    observers: Sequence[RoundObserver] = (),
 ) -> RunResult:
     """Run a scenario's server loop over a Grid that Flower already provides.
 
@@ -227,7 +252,7 @@ def run_on_grid(
     For a ServerApp that Flower's runtime started (`flwr run`, see fedsim.flower_app):
     Ray and the supernodes are Flower's, so nothing is started here. The run
     directory is created, written and finished exactly as by `run` (summary.json
-    last); the cohorts go to the real node ids of `grid`.
+    last); the cohorts go to the real node ids of `grid`. `observers`: as in `run`.
 
     Raises:
         RunDirError: as `run`.
@@ -250,7 +275,11 @@ def run_on_grid(
             rundir.create(overwrite=overwrite)  # takes the run's lock
             rundir.write_text(rundir.scenario, scenario.to_toml())
             state = ServerRun(
-                scenario, rundir, RunProgress(scenario, enabled=progress), clients=clients
+                scenario,
+                rundir,
+                RunProgress(scenario, enabled=progress),
+                clients=clients,
+                observers=observers,
             )
             return _execute(scenario, state, simulate=on_grid)
     finally:
@@ -376,11 +405,13 @@ class ServerRun:
         *,
         clients: ClientSide,
         resume: Checkpoint | None = None,
+        observers: Sequence[RoundObserver] = (),
     ) -> None:
         self.scenario = scenario
         self.clients = clients
         self.rundir = rundir
         self.progress = progress
+        self.extra_observers = list(observers)  # the caller's, after fedsim's own
         self.tracker = open_tracker(scenario, rundir.path, progress.phase)
         self.resume_from = resume
         try:  # read back what a resumed run already has
@@ -471,7 +502,9 @@ class ServerRun:
         return engine
 
     def _observers(self, model: Any, bundle: Any, initial: dict[str, Any]) -> list[RoundObserver]:
-        """Signal and budget stops, failure watch, files, tracking, progress, audits."""
+        """Signal and budget stops, failure watch, files, tracking, progress, audits,
+        then the caller's: a round stopped before it starts is not started for them, and
+        a round's row reaches them after it is written."""
         sc, accounting = self.scenario, self.accounting
         observers: list[RoundObserver] = [
             SignalStop(_STOP),
@@ -486,7 +519,7 @@ class ServerRun:
             observers.append(CanaryAudit(sc, self.rundir, accounting, model, bundle))
         if sc.dp.mode == "user" and sc.audit.canary_clients:
             observers.append(OneShotAudit(sc, self.rundir, accounting, initial))
-        return observers
+        return observers + self.extra_observers
 
     def summary(self, wall: float) -> dict[str, Any]:
         sc = self.scenario

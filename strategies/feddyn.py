@@ -25,13 +25,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedsim.protocol import FEDDYN_ALPHA, FEDDYN_STATE
 from fedsim.registry import OBJECTIVES
-from fedsim.strategies.scaffold import cast_to, reply_update, valid_replies
+from fedsim.strategies.scaffold import (
+    cast_to,
+    client_messages,
+    flatten_clients,
+    reply_update,
+    unflatten_clients,
+    valid_replies,
+)
 
 
 class FedDyn(FedAvg):
@@ -76,24 +83,16 @@ class FedDyn(FedAvg):
         self._x = {k: v.numpy() for k, v in arrays.items()}
         if not messages:
             return messages
-        shared = messages[0].content
-        config_rec = ConfigRecord({**dict(shared[self.configrecord_key]), FEDDYN_ALPHA: self.alpha})
-        out = []
-        for msg in messages:
-            cid = int(msg.metadata.dst_node_id)
-            content = RecordDict(
-                {
-                    self.arrayrecord_key: shared[self.arrayrecord_key],
-                    self.configrecord_key: config_rec,
-                }
-            )
+        shared = messages[0].content[self.configrecord_key]
+        config_rec = ConfigRecord({**dict(shared), FEDDYN_ALPHA: self.alpha})
+
+        def state(cid: int) -> dict[str, ArrayRecord]:
             g_i = self.grad_clients.get(cid)
-            if g_i is not None:
-                content[FEDDYN_STATE] = ArrayRecord({k: Array(v) for k, v in g_i.items()})
-            out.append(
-                Message(content=content, dst_node_id=cid, message_type=msg.metadata.message_type)
-            )
-        return out
+            if g_i is None:
+                return {}
+            return {FEDDYN_STATE: ArrayRecord({k: Array(v) for k, v in g_i.items()})}
+
+        return client_messages(self, messages, config_rec, state)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -139,12 +138,8 @@ class FedDyn(FedAvg):
     @property
     def grad_clients_flat(self) -> dict[str, np.ndarray]:
         """grad_clients as one flat dict "<client>/<parameter>" -> array (for checkpoints)."""
-        return {f"{cid}/{k}": v for cid, gv in self.grad_clients.items() for k, v in gv.items()}
+        return flatten_clients(self.grad_clients)
 
     @grad_clients_flat.setter
     def grad_clients_flat(self, flat: dict[str, np.ndarray]) -> None:
-        clients: dict[int, dict[str, np.ndarray]] = {}
-        for key, value in flat.items():
-            cid, _, name = key.partition("/")
-            clients.setdefault(int(cid), {})[name] = np.asarray(value)
-        self.grad_clients = clients
+        self.grad_clients = unflatten_clients(flat)

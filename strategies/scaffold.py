@@ -23,7 +23,7 @@ parameter name; all never-seen clients share one correction record (c - 0).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -84,31 +84,19 @@ class Scaffold(FedAvg):
         if not messages:
             return messages
         c = self._server_variate()
-        shared = messages[0].content
-        arrays_rec = shared[self.arrayrecord_key]
-        config_rec = shared[self.configrecord_key]
         unseen: ArrayRecord | None = None  # c - 0, shared by every never-seen client
-        out = []
-        for msg in messages:
-            cid = int(msg.metadata.dst_node_id)
+
+        def correction(cid: int) -> dict[str, ArrayRecord]:
+            nonlocal unseen
             c_i = self.c_clients.get(cid)
-            if c_i is None:
-                if unseen is None:
-                    unseen = self._record(c)
-                correction = unseen
-            else:
-                correction = self._record({k: c[k] - c_i[k] for k in c})
-            content = RecordDict(
-                {
-                    self.arrayrecord_key: arrays_rec,
-                    self.configrecord_key: config_rec,
-                    CORRECTION_KEY: correction,
-                }
-            )
-            out.append(
-                Message(content=content, dst_node_id=cid, message_type=msg.metadata.message_type)
-            )
-        return out
+            if c_i is not None:
+                return {CORRECTION_KEY: self._record({k: c[k] - c_i[k] for k in c})}
+            if unseen is None:
+                unseen = self._record(c)
+            return {CORRECTION_KEY: unseen}
+
+        config_rec = messages[0].content[self.configrecord_key]
+        return client_messages(self, messages, config_rec, correction)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -162,15 +150,11 @@ class Scaffold(FedAvg):
     @property
     def c_clients_flat(self) -> dict[str, np.ndarray]:
         """c_clients as one flat dict "<client>/<parameter>" -> array (for checkpoints)."""
-        return {f"{cid}/{k}": v for cid, cv in self.c_clients.items() for k, v in cv.items()}
+        return flatten_clients(self.c_clients)
 
     @c_clients_flat.setter
     def c_clients_flat(self, flat: dict[str, np.ndarray]) -> None:
-        clients: dict[int, dict[str, np.ndarray]] = {}
-        for key, value in flat.items():
-            cid, _, name = key.partition("/")
-            clients.setdefault(int(cid), {})[name] = np.asarray(value)
-        self.c_clients = clients
+        self.c_clients = unflatten_clients(flat)
 
     # ------------------------------------------------------------------ helpers
     def _server_variate(self) -> dict[str, np.ndarray]:
@@ -192,6 +176,44 @@ class Scaffold(FedAvg):
         return ArrayRecord(
             {k: Array(np.ascontiguousarray(v, dtype=self._x[k].dtype)) for k, v in values.items()}
         )
+
+
+def client_messages(
+    strategy: FedAvg,
+    messages: list[Message],
+    config: ConfigRecord,
+    extra: Callable[[int], dict[str, ArrayRecord]],
+) -> list[Message]:
+    """One train message per client of FedAvg's `messages`, with its own records.
+
+    Each keeps the round's shared arrays record (sent once per cohort by the grid),
+    takes `config` as its config record and adds `extra(client id)`'s records.
+    """
+    arrays = messages[0].content[strategy.arrayrecord_key]
+    out = []
+    for msg in messages:
+        cid = int(msg.metadata.dst_node_id)
+        content = RecordDict(
+            {strategy.arrayrecord_key: arrays, strategy.configrecord_key: config, **extra(cid)}
+        )
+        out.append(
+            Message(content=content, dst_node_id=cid, message_type=msg.metadata.message_type)
+        )
+    return out
+
+
+def flatten_clients(clients: dict[int, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-client arrays as one flat dict "<client>/<parameter>" -> array (for checkpoints)."""
+    return {f"{cid}/{k}": v for cid, arrays in clients.items() for k, v in arrays.items()}
+
+
+def unflatten_clients(flat: dict[str, np.ndarray]) -> dict[int, dict[str, np.ndarray]]:
+    """The per-client arrays of a `flatten_clients` dict."""
+    clients: dict[int, dict[str, np.ndarray]] = {}
+    for key, value in flat.items():
+        cid, _, name = key.partition("/")
+        clients.setdefault(int(cid), {})[name] = np.asarray(value)
+    return clients
 
 
 def valid_replies(

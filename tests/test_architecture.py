@@ -192,11 +192,6 @@ LONG_FUNCTION_ALLOWED = {
         "the DP local-training loop is being reshaped for the vectorised engine in "
         "another change; it is split there"
     ),
-    ("fedsim/data/flwr_partitioners.py", "flwr_partition"): (
-        "its docstring is the 26-line table of methods and options, which "
-        "test_method_table_is_documented requires on the function itself; the code is "
-        "23 lines (checks and the natural-id choice are helpers)"
-    ),
 }
 
 

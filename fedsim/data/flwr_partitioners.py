@@ -12,6 +12,33 @@ Rows are handed to the partitioner in a seeded random order. Several partitioner
 in storage order (IID and the size-based ones take contiguous blocks; Dirichlet cuts each label
 in order), so without this a dataset stored by class or by writer would give each client a
 block of neighbouring samples instead of a random draw.
+
+Methods of `flwr_partition` and their options (flwr-datasets' own names and defaults unless
+noted):
+
+- ``"iid"`` (IidPartitioner): equal contiguous blocks of the seeded order, sizes within one.
+- ``"dirichlet"`` (DirichletPartitioner): per label, client shares ~ Dir(alpha).
+  ``alpha=0.5`` (> 0), ``min_partition_size=10`` (redraws, at most 10 times, until every
+  client has that many; use 0 for thousands of clients), ``self_balancing=False`` (stop
+  giving samples to clients above the average size).
+- ``"pathological"`` (PathologicalPartitioner): each client gets
+  ``num_classes_per_partition`` labels (required), the label's samples split evenly among
+  the clients that have it; ``class_assignment_mode="random"`` | ``"deterministic"`` |
+  ``"first-deterministic"``. Labels no client drew are left out (a warning says so).
+- ``"shard"`` (ShardPartitioner, McMahan et al. 2017): data sorted by label, cut into shards
+  of ``shard_size`` samples, ``num_shards_per_partition`` random shards per client (give
+  one or both); ``keep_incomplete_shard=False``. Leftover shards are unassigned.
+- ``"natural"`` (NaturalIdPartitioner, on the group column): one client per natural id.
+  With fewer clients than ids, a seeded choice of ids, the same choice (and result) as
+  `partition_indices(method="natural")`.
+- ``"linear"`` / ``"square"`` / ``"exponential"`` (Linear/Square/ExponentialPartitioner):
+  quantity skew, client i (1-based) gets a share proportional to i, i^2 or e^i of the
+  seeded order. No options. (flwr-datasets 0.6.1 has no square-root partitioner.)
+- ``"size"`` (SizePartitioner): ``partition_sizes`` (required): one size per client;
+  samples beyond their sum are unassigned.
+- ``"inner_dirichlet"`` (InnerDirichletPartitioner): ``partition_sizes`` (required, must
+  sum to the dataset size) and a label mix ~ Dir(``alpha=0.5``) per client. Slow: a
+  Python step per sample (seconds for 60,000).
 """
 
 from __future__ import annotations
@@ -386,31 +413,8 @@ def flwr_partition(
 ) -> list[np.ndarray]:
     """Split a dataset's indices among clients with a flwr-datasets partitioner.
 
-    Methods and their options (flwr-datasets' own names and defaults unless noted):
-
-    - ``"iid"`` (IidPartitioner): equal contiguous blocks of the seeded order, sizes within one.
-    - ``"dirichlet"`` (DirichletPartitioner): per label, client shares ~ Dir(alpha).
-      ``alpha=0.5`` (> 0), ``min_partition_size=10`` (redraws, at most 10 times, until every
-      client has that many; use 0 for thousands of clients), ``self_balancing=False`` (stop
-      giving samples to clients above the average size).
-    - ``"pathological"`` (PathologicalPartitioner): each client gets
-      ``num_classes_per_partition`` labels (required), the label's samples split evenly among
-      the clients that have it; ``class_assignment_mode="random"`` | ``"deterministic"`` |
-      ``"first-deterministic"``. Labels no client drew are left out (a warning says so).
-    - ``"shard"`` (ShardPartitioner, McMahan et al. 2017): data sorted by label, cut into shards
-      of ``shard_size`` samples, ``num_shards_per_partition`` random shards per client (give
-      one or both); ``keep_incomplete_shard=False``. Leftover shards are unassigned.
-    - ``"natural"`` (NaturalIdPartitioner, on the group column): one client per natural id.
-      With fewer clients than ids, a seeded choice of ids, the same choice (and result) as
-      `partition_indices(method="natural")`.
-    - ``"linear"`` / ``"square"`` / ``"exponential"`` (Linear/Square/ExponentialPartitioner):
-      quantity skew, client i (1-based) gets a share proportional to i, i^2 or e^i of the
-      seeded order. No options. (flwr-datasets 0.6.1 has no square-root partitioner.)
-    - ``"size"`` (SizePartitioner): ``partition_sizes`` (required): one size per client;
-      samples beyond their sum are unassigned.
-    - ``"inner_dirichlet"`` (InnerDirichletPartitioner): ``partition_sizes`` (required, must
-      sum to the dataset size) and a label mix ~ Dir(``alpha=0.5``) per client. Slow: a
-      Python step per sample (seconds for 60,000).
+    The methods, their options and defaults are the table in this module's docstring
+    (`help(fedsim.data.flwr_partitioners)`).
 
     All methods are disjoint; "iid", "dirichlet", the three quantity-skew methods and
     "inner_dirichlet" are complete (every index assigned). Same arguments, same result.
@@ -424,7 +428,7 @@ def flwr_partition(
         column: "label" or "group": the column label-based partitioners split by (default
             "label"; "natural" defaults to "group"). "group" with "dirichlet" gives clients
             a skewed mix of natural groups instead of labels.
-        **options: the method's options listed above.
+        **options: the method's options (the module docstring's table).
 
     Returns:
         `num_clients` sorted int64 arrays of indices into `dataset`.

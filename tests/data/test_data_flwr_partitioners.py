@@ -186,9 +186,13 @@ def test_group_column_needs_groups() -> None:
 
 
 def test_method_table_is_documented() -> None:
-    doc = flwr_partition.__doc__ or ""
-    for method in FLWR_METHODS:
+    # The table of methods and options is the module's docstring (flwr_partition's points
+    # there): every method and each of its options is in it.
+    doc = fp.__doc__ or ""
+    for method, spec in FLWR_METHODS.items():
         assert f'"{method}"' in doc
+        for option in spec.options:
+            assert f"``{option}" in doc, (method, option)
     with pytest.raises(DataError, match="unknown partition method"):
         is_complete("nope")
 
