@@ -19,6 +19,7 @@ CPUs, one per client task).
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -117,8 +118,8 @@ def run_plain_flower(scenario: Any) -> dict[str, Any]:
     """
     from flwr.simulation import run_simulation
 
-    from fedsim import simulation
-    from fedsim.clients.trainer import build_global_model
+    from fedsim import ray_backend
+    from fedsim.models.build import build_global_model
 
     _sc, bundle, _shards = _data(scenario.fingerprint())
     model = build_global_model(scenario, bundle.input_shape, bundle.num_classes)
@@ -144,19 +145,20 @@ def run_plain_flower(scenario: Any) -> dict[str, Any]:
         )
         result["state_dict"] = out.arrays.to_torch_state_dict()
 
-    session = simulation._LocalRay()
+    session = ray_backend.LocalRay()
     started = time.perf_counter()
     try:
-        simulation._init_ray(scenario, session)  # loopback-only Ray with workers' CPUs
+        # loopback-only Ray with the workers' CPUs, as fedsim starts it
+        ray_backend.init_ray(scenario, session, threading.Event())
         run_simulation(
             server_app=server_app,
             client_app=app,
             num_supernodes=n,
             backend_name="ray",
-            backend_config=simulation.backend_config(scenario),
+            backend_config=ray_backend.backend_config(scenario),
         )
     finally:
-        simulation._stop_ray(session)
+        ray_backend.stop_ray(session)
     return {
         "round_seconds": strategy.round_seconds,
         "startup_seconds": result.get("first_round_started", started) - started,

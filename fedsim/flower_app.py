@@ -100,7 +100,7 @@ def check_supernodes(scenario: Any, available: int) -> None:
     Every cohort of a round needs its own supernode (`num_supernodes`); under
     `flwr run` their number is the federation's, not fedsim's.
     """
-    from fedsim.simulation import num_supernodes
+    from fedsim.ray_backend import num_supernodes
 
     needed = num_supernodes(scenario)
     if available < needed:

@@ -20,6 +20,7 @@ PACKAGES = {"fedsim": ROOT / "fedsim", "fedsim.clients": ROOT / "clients",
 CLIENT_SIDE = ("fedsim.clients",)
 SERVER_SIDE = (
     "fedsim.simulation",
+    "fedsim.ray_backend",
     "fedsim.loop",
     "fedsim.observers",
     "fedsim.grid",
@@ -28,7 +29,13 @@ SERVER_SIDE = (
     "fedsim.tracking",
     "fedsim.strategies",
 )
-ENGINE = ("fedsim.simulation", "fedsim.loop", "fedsim.observers", "fedsim.grid")
+ENGINE = (
+    "fedsim.simulation",
+    "fedsim.ray_backend",
+    "fedsim.loop",
+    "fedsim.observers",
+    "fedsim.grid",
+)
 CLI = ("fedsim.cli", "fedsim.progress")
 
 # The fedsim modules the client side may import, each a leaf shared by both sides.
