@@ -199,10 +199,6 @@ MAX_FUNCTION_LINES = 60
 
 # Functions allowed over MAX_FUNCTION_LINES, each with why; (module path, name).
 LONG_FUNCTION_ALLOWED = {
-    ("clients/trainer.py", "train"): (
-        "the DP local-training loop is being reshaped for the vectorised engine in "
-        "another change; it is split there"
-    ),
     ("fedsim/data/flwr_partitioners.py", "flwr_partition"): (
         "its docstring is the 26-line table of methods and options, which "
         "test_method_table_is_documented requires on the function itself; the code is "
