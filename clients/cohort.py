@@ -4,7 +4,8 @@ A worker hands its trainer groups of client jobs (a *chunk*: at most
 ``trainer.chunk_size`` clients cut from the cohort by position) and gets one
 outcome per job back. The sequential engine (clients/trainer.py) trains a chunk's
 clients one after the other; the vectorised engine (clients/vectorised.py) trains
-them as one batched computation. Both follow the same DP plan, seeds and faults.
+them as one batched computation. Both follow the same DP plan, seeds and faults,
+and report the privacy event their DP-SGD actually ran.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 
 if TYPE_CHECKING:
     from fedsim.clients.trainer import TrainResult
+    from fedsim.privacy.events import PrivacyEvent
 
 
 @dataclass
@@ -34,12 +36,17 @@ class ClientJob:
 
 @dataclass
 class JobOutcome:
-    """What became of a job: a result, or the error and the steps taken before it."""
+    """What became of a job: a result, or the error and the steps taken before it.
+
+    ``event`` is the privacy the job's DP optimizer spent (its steps, noise, clip
+    and sample rate as run, whether it finished or failed); None without DP.
+    """
 
     client: int
     result: TrainResult | None = None
     error: BaseException | None = None
     steps_done: int = 0
+    event: PrivacyEvent | None = None
 
 
 class CohortTrainer(Protocol):

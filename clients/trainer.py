@@ -18,12 +18,13 @@ import torch
 from torch import nn
 
 from fedsim.clients.cohort import ClientJob, JobOutcome
-from fedsim.clients.dp import LocalPlan, local_steps, plan_participation
+from fedsim.clients.dp import LocalPlan, SpentPrivacy, local_steps, plan_participation
 from fedsim.clients.objectives import Context, Objective, client_context, resolve_objective
 from fedsim.config import Scenario
 from fedsim.data import ArrayDataset
 from fedsim.errors import FedsimError
 from fedsim.models.build import build_global_model, choose_grad_sample_mode
+from fedsim.privacy.events import PrivacyEvent
 from fedsim.seeding import (
     dp_torch_generator,
     numpy_rng,
@@ -72,6 +73,8 @@ class LocalTrainer:
         self.objective: Objective = resolve_objective(scenario)
         # the client's context (global params, state, config), set per client by train()
         self._ctx: Context | None = None
+        # what the current participation's DP optimizer ran (None without DP)
+        self._spent: SpentPrivacy | None = None
         params = [p for p in self.model.parameters() if p.requires_grad]
         inner = _make_optimizer(scenario, params)
         self.loss_fn = nn.CrossEntropyLoss()
@@ -130,7 +133,20 @@ class LocalTrainer:
                 self.forward_module, self.optimizer, nn.CrossEntropyLoss(), "mean"
             )
         self._inner = inner
-        self.optimizer.attach_step_hook(self._add_regulariser_grad)  # type: ignore[attr-defined]
+        self.optimizer.attach_step_hook(self._on_noisy_step)  # type: ignore[attr-defined]
+
+    def _on_noisy_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """The DPOptimizer's step hook, run after clipping and noise of each step.
+
+        It notes the step with the noise multiplier and clip the optimizer just
+        applied (the client's report is what ran), then adds the regulariser.
+        """
+        if self._spent is not None:
+            self._spent.step(
+                optimizer.noise_multiplier,  # type: ignore[attr-defined]
+                optimizer.max_grad_norm,  # type: ignore[attr-defined]
+            )
+        self._add_regulariser_grad()
 
     # ----------------------------------------------------------------- weights
     def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
@@ -170,24 +186,15 @@ class LocalTrainer:
         Raises:
             ClientFailure: an injected fault (scenario `faults.fail_probability`).
         """
-        sc = self.scenario
+        n = len(indices)
+        # DP first: a failure anywhere after this still reports what was spent.
+        sampler, plan = self._begin_participation(client, round, indices)
         self.load_state(global_state)
         self._inner.state.clear()  # momentum / Adam moments belong to one client
         self._set_context(config)
         self.model.train()
-        n = len(indices)
-        # With secure_rng the batch masks are secret too: amplification by sampling
-        # assumes nobody knows which examples joined a batch.
-        gen = dp_torch_generator(self.dp and sc.dp.secure_rng, sc.seed, "batches", round, client)
         fail_at = self._fault_step(client, round, n)
-        plan: LocalPlan | None = None
-        sample_rate = 0.0
-        steps = local_steps(sc, n, client, round)
-        if self.dp:
-            plan = plan_participation(sc, n)
-            sample_rate = plan.sample_rate
-            self._configure_dp(plan, n, client, round)
-        sampler = BatchSampler(indices, gen, sc.train.batch_size, sample_rate if self.dp else None)
+        steps = local_steps(self.scenario, n, client, round)
         losses: list[float] = []
         for step in range(steps):
             if fail_at is not None and step == fail_at:
@@ -204,6 +211,36 @@ class LocalTrainer:
             steps=steps,
             plan=plan,
         )
+
+    def _begin_participation(
+        self, client: int, round: int, indices: np.ndarray
+    ) -> tuple[BatchSampler, LocalPlan | None]:
+        """The participation's batch sampler and DP plan; under DP the optimizer is
+        configured and `spent` restarts from what it was configured with."""
+        sc = self.scenario
+        n = len(indices)
+        self._spent = None
+        # With secure_rng the batch masks are secret too: amplification by sampling
+        # assumes nobody knows which examples joined a batch.
+        gen = dp_torch_generator(self.dp and sc.dp.secure_rng, sc.seed, "batches", round, client)
+        if not self.dp:
+            return BatchSampler(indices, gen, sc.train.batch_size, None), None
+        plan = plan_participation(sc, n)
+        self._configure_dp(plan, n, client, round)
+        sampler = BatchSampler(indices, gen, sc.train.batch_size, plan.sample_rate)
+        opt = self.optimizer
+        self._spent = SpentPrivacy(
+            noise_multiplier=opt.noise_multiplier,  # type: ignore[attr-defined]
+            max_grad_norm=opt.max_grad_norm,  # type: ignore[attr-defined]
+            sample_rate=float(sampler.sample_rate),  # type: ignore[arg-type]
+            delta=plan.delta,
+        )
+        return sampler, plan
+
+    def spent(self) -> PrivacyEvent | None:
+        """The privacy event the latest participation's DP optimizer ran (so far, if it
+        failed): the client's report. None without DP."""
+        return self._spent.event() if self._spent is not None else None
 
     def _step(self, batch_idx: torch.Tensor) -> float | None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -300,9 +337,13 @@ class LocalTrainer:
                     config=job.config,
                 )
             except Exception as exc:  # noqa: BLE001 - a client's failure is data, not a crash
-                outcomes.append(JobOutcome(job.client, error=exc, steps_done=progress[0]))
+                outcomes.append(
+                    JobOutcome(job.client, error=exc, steps_done=progress[0], event=self.spent())
+                )
                 continue
-            outcomes.append(JobOutcome(job.client, result=res, steps_done=res.steps))
+            outcomes.append(
+                JobOutcome(job.client, result=res, steps_done=res.steps, event=self.spent())
+            )
         return outcomes
 
 

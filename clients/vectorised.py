@@ -32,7 +32,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from fedsim.clients.cohort import ClientJob, JobOutcome
-from fedsim.clients.dp import LocalPlan, local_steps, plan_participation
+from fedsim.clients.dp import LocalPlan, SpentPrivacy, local_steps, plan_participation
 from fedsim.clients.objectives import Context, Objective, resolve_objective
 from fedsim.clients.trainer import (
     BatchSampler,
@@ -44,6 +44,7 @@ from fedsim.clients.trainer import (
 )
 from fedsim.config import Scenario
 from fedsim.data import ArrayDataset
+from fedsim.privacy.events import PrivacyEvent
 from fedsim.seeding import dp_torch_generator
 
 Params = dict[str, torch.Tensor]
@@ -51,7 +52,11 @@ Params = dict[str, torch.Tensor]
 
 @dataclass
 class _Client:
-    """One client of a chunk: its sampler, generators, plan and bookkeeping."""
+    """One client of a chunk: its sampler, generators, plan and bookkeeping.
+
+    ``spent`` records the noisy steps `_privatise` ran for it, with the noise
+    multiplier and clip it applied: the client's privacy report.
+    """
 
     job: ClientJob
     steps: int
@@ -61,6 +66,20 @@ class _Client:
     noise_gen: torch.Generator | None
     expected_batch: int
     losses: list[float] = field(default_factory=list)
+    spent: SpentPrivacy | None = None
+
+    def __post_init__(self) -> None:
+        if self.plan is not None and self.spent is None:
+            self.spent = SpentPrivacy(
+                noise_multiplier=self.plan.noise_multiplier,
+                max_grad_norm=self.plan.max_grad_norm,
+                sample_rate=float(self.sampler.sample_rate),  # type: ignore[arg-type]
+                delta=self.plan.delta,
+            )
+
+    def event(self) -> PrivacyEvent | None:
+        """The privacy event of the steps run so far; None without DP."""
+        return self.spent.event() if self.spent is not None else None
 
     def active(self, step: int) -> bool:
         """Whether the client takes `step` (not finished, not failed before it)."""
@@ -296,7 +315,10 @@ class VectorisedTrainer:
         """
         from opacus.optimizers.optimizer import _generate_noise
 
-        clip = torch.tensor([c.plan.max_grad_norm for c in clients], device=w.device)  # type: ignore[union-attr]
+        # the values applied, read once: the same numbers clip, noise and the report use
+        zs = [c.plan.noise_multiplier for c in clients]  # type: ignore[union-attr]
+        clips = [c.plan.max_grad_norm for c in clients]  # type: ignore[union-attr]
+        clip = torch.tensor(clips, device=w.device)
         norms = torch.stack(
             [g.flatten(start_dim=2).norm(2, dim=-1) for g in per_ex.values()], dim=-1
         ).norm(2, dim=-1)  # (V, B): each example's gradient norm over all parameters
@@ -307,23 +329,23 @@ class VectorisedTrainer:
         for k, s in summed.items():
             ref = torch.empty(s.shape[1:], dtype=s.dtype)
             noise = [
-                _generate_noise(
-                    c.plan.noise_multiplier * c.plan.max_grad_norm,  # type: ignore[union-attr]
-                    ref,
-                    generator=c.noise_gen,
-                    secure_mode=secure,
-                )
-                for c in clients
+                _generate_noise(z * c_norm, ref, generator=c.noise_gen, secure_mode=secure)
+                for c, z, c_norm in zip(clients, zs, clips, strict=True)
             ]
             eb = torch.tensor([float(c.expected_batch) for c in clients], device=s.device)
             out[k] = (s + torch.stack(noise).to(s.device)) / _per_client(eb, s)
+        for c, z, c_norm in zip(clients, zs, clips, strict=True):
+            c.spent.step(z, c_norm)  # type: ignore[union-attr]
         return out
 
     def _outcome(self, v: int, c: _Client, params: Params) -> JobOutcome:
         """Client v's result, or its injected failure after the steps it took."""
         if c.fail_at is not None and c.fail_at < c.steps:
             return JobOutcome(
-                c.job.client, error=injected_failure(c.job.client, c.fail_at), steps_done=c.fail_at
+                c.job.client,
+                error=injected_failure(c.job.client, c.fail_at),
+                steps_done=c.fail_at,
+                event=c.event(),
             )
         state = {
             key: (
@@ -340,7 +362,7 @@ class VectorisedTrainer:
             steps=c.steps,
             plan=c.plan,
         )
-        return JobOutcome(c.job.client, result=result, steps_done=c.steps)
+        return JobOutcome(c.job.client, result=result, steps_done=c.steps, event=c.event())
 
 
 def make_grad_fns(model: nn.Module, names: list[str]) -> tuple[Callable, Callable]:

@@ -114,19 +114,20 @@ class WorkerState:
             client=job.client, error=_describe(exc), extra=outcome_fields(exc) if real else {}
         )
         out.steps_before_error = done.steps_done
-        if self.trainer.dp:
-            out.privacy = self._privacy(len(job.indices), done.steps_done)
+        out.privacy = done.event  # what its DP optimizer ran before the failure
         return out
 
     def _after_training(self, job: ClientJob, done: JobOutcome) -> ClientOutcome:
         """The outcome of a trained (or failed) client: privacy, lateness, NaN checks."""
-        client, indices = job.client, job.indices
+        client = job.client
         faults = self.scenario.faults
         seed = self.scenario.seed
         res = done.result
         if res is None:
             return self._failed_outcome(job, done)
-        privacy = self._privacy(len(indices), res.steps) if self.trainer.dp else None
+        # The event the client's DP optimizer ran (None without DP), as the trainer
+        # recorded it: the server checks it against its own plan.
+        privacy = done.event
         extra: dict[str, float | int] = {}
         if faults.speed_sigma > 0 or faults.round_deadline is not None:
             sim_seconds = res.steps * client_speed(self.scenario, client)
@@ -171,11 +172,6 @@ class WorkerState:
             ),
             privacy=privacy,
         )
-
-    def _privacy(self, shard_len: int, steps: int) -> dict[str, float | int]:
-        from fedsim.clients.dp import plan_participation
-
-        return plan_participation(self.scenario, shard_len).event(steps)
 
     def _evaluate(self, client: int, state: dict[str, torch.Tensor]) -> ClientOutcome:
         self.trainer.load_state(state)

@@ -9,7 +9,8 @@ Reply (worker -> server):
   "fedsim.cohort"   ConfigRecord: clients, worker pid, Ray node id, seconds
   "c<id>/arrays"    ArrayRecord of client id's update (train only)
   "c<id>/metrics"   MetricRecord (num-examples, losses, accuracy)
-  "c<id>/privacy"   ConfigRecord: the client's privacy event (DP runs)
+  "c<id>/privacy"   ConfigRecord: the privacy event the client's DP optimizer ran (DP
+                    runs), the fields of `fedsim.privacy.events.PrivacyEvent`
   "c<id>/error"     ConfigRecord: reason and steps trained before the failure
 """
 
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from fedsim.privacy.events import PrivacyEvent
 
 COHORT_KEY = "fedsim.cohort"
 
@@ -56,7 +59,7 @@ class ClientOutcome:
     client: int
     arrays: ArrayRecord | None = None
     metrics: MetricRecord | None = None
-    privacy: dict[str, Any] | None = None
+    privacy: PrivacyEvent | None = None  # what the client's DP-SGD spent (DP runs)
     error: str | None = None
     steps_before_error: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -140,7 +143,7 @@ def pack_reply(
         if out.metrics is not None:
             rd[prefix + "metrics"] = out.metrics
         if out.privacy is not None:
-            rd[prefix + "privacy"] = ConfigRecord(out.privacy)
+            rd[prefix + "privacy"] = ConfigRecord(out.privacy.fields())
         if out.error is not None:
             rd[prefix + "error"] = ConfigRecord(
                 {"reason": out.error, "steps": int(out.steps_before_error)}
@@ -171,7 +174,7 @@ def unpack_reply(rd: RecordDict) -> tuple[list[ClientOutcome], dict[str, Any]]:
         if prefix + "metrics" in rd:
             out.metrics = rd[prefix + "metrics"]
         if prefix + "privacy" in rd:
-            out.privacy = dict(rd[prefix + "privacy"])
+            out.privacy = PrivacyEvent.from_fields(rd[prefix + "privacy"])
         if prefix + "error" in rd:
             err = rd[prefix + "error"]
             out.error = str(err["reason"])

@@ -133,18 +133,19 @@ def build_strategy(scenario: Scenario, accounting: ReleaseAccountant | None = No
 
 
 def user_noise_multiplier(scenario: Scenario) -> float:
-    """z of the DP-FedAvg releases: given, or the smallest meeting dp.target_epsilon."""
-    dp = scenario.dp
-    if dp.noise_multiplier is not None:
-        return float(dp.noise_multiplier)
-    from fedsim.privacy import noise_multiplier_for
+    """z of the DP-FedAvg releases: given, or the smallest meeting dp.target_epsilon
+    over all scenario rounds (one release per round; the rule of
+    `fedsim.privacy.plan.worst_case_noise`, the one DP-SGD clients follow)."""
+    from fedsim.privacy.plan import worst_case_noise
 
-    q = user_sample_rate(scenario)
-    return noise_multiplier_for(
-        target_epsilon=float(dp.target_epsilon or 0.0),
+    dp = scenario.dp
+    return worst_case_noise(
+        noise_multiplier=dp.noise_multiplier,
+        target_epsilon=dp.target_epsilon,
         delta=dp.delta,
-        sample_rate=q,
-        steps=scenario.rounds,
+        sample_rate=user_sample_rate(scenario),
+        steps_per_round=1,
+        rounds=scenario.rounds,
         accountant=dp.accountant,
     )
 

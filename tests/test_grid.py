@@ -124,7 +124,7 @@ def test_failed_client_becomes_error_reply_and_round_goes_on(flower_run_context:
     for o in failed:
         assert "injected failure" in o.error
         # it trained half its steps before failing, and says so
-        assert o.privacy is not None and o.privacy["steps"] == o.steps_before_error > 0
+        assert o.privacy is not None and o.privacy.steps == o.steps_before_error > 0
 
 
 @pytest.mark.parametrize(

@@ -104,3 +104,59 @@ def test_user_level_budget_stops_before_exceeding(tmp_path: Path, flower_run_con
     lines = read_jsonl(state.rundir.ledger)
     assert len(lines) == 2 and lines[-1]["epsilon"] <= one * 1.0001
     assert "user-level release" in (state.stopped or "")
+
+
+def _halve_configured_noise(monkeypatch: pytest.MonkeyPatch, engine: str) -> None:
+    """Configure client 0's DP-SGD with half the planned noise, inside its engine."""
+    if engine == "sequential":
+        from fedsim.clients.trainer import LocalTrainer
+
+        real = LocalTrainer._configure_dp
+
+        def configure(self: LocalTrainer, plan: Any, n: int, client: int, rnd: int) -> None:
+            real(self, plan, n, client, rnd)
+            if client == 0:
+                self.optimizer.noise_multiplier = plan.noise_multiplier / 2  # type: ignore[attr-defined]
+
+        monkeypatch.setattr(LocalTrainer, "_configure_dp", configure)
+        return
+    import dataclasses
+
+    from fedsim.clients.vectorised import VectorisedTrainer
+
+    real_client = VectorisedTrainer._client
+
+    def client(self: VectorisedTrainer, job: Any) -> Any:
+        c = real_client(self, job)
+        if job.client == 0:  # the plan its DP-SGD applies (noise std z*C)
+            c.plan = dataclasses.replace(c.plan, noise_multiplier=c.plan.noise_multiplier / 2)
+        return c
+
+    monkeypatch.setattr(VectorisedTrainer, "_client", client)
+
+
+@pytest.mark.parametrize("engine", ["sequential", "vectorised"])
+def test_a_client_running_other_noise_than_planned_is_a_mismatch(
+    tmp_path: Path, flower_run_context: Any, monkeypatch: pytest.MonkeyPatch, engine: str
+) -> None:
+    # The client reports what its DP optimizer ran, so the server's check against its
+    # own plan sees the halved noise (a report recomputed from the plan would not).
+    _halve_configured_noise(monkeypatch, engine)
+    state = serve(
+        tmp_path,
+        rounds=1,
+        population=4,
+        sampling__clients_per_round=4,
+        backend__engine=engine,
+        train__max_steps=2,
+    )
+    lines = read_jsonl(state.rundir.ledger)
+    assert sorted(line["client"] for line in lines) == [0, 1, 2, 3]
+    planned = state.accounting.plan(0).noise_multiplier
+    for line in lines:
+        if line["client"] == 0:
+            assert line["noise_multiplier"] == pytest.approx(planned / 2)
+            assert "noise_multiplier" in line["mismatch"]
+        else:
+            assert "mismatch" not in line
+    assert state.accounting.mismatches == 1

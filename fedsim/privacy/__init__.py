@@ -14,7 +14,8 @@ from fedsim.privacy.accountants import (
     noise_multiplier_for,
 )
 from fedsim.privacy.errors import LedgerError, PrivacyError
-from fedsim.privacy.ledger import PrivacyEvent, PrivacyLedger, read_ledger
+from fedsim.privacy.events import PrivacyEvent
+from fedsim.privacy.ledger import PrivacyLedger, read_ledger
 
 __all__ = [
     "ACCOUNTANTS",

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fedsim.privacy.accountants import epsilon
-from fedsim.privacy.ledger import PrivacyEvent, PrivacyLedger
+from fedsim.privacy.events import PrivacyEvent
+from fedsim.privacy.ledger import PrivacyLedger
 from fedsim.privacy.plan import LocalPlan, scenario_plan
 
 if TYPE_CHECKING:
@@ -95,16 +96,15 @@ class PrivacyAccounting:
     def planned_event(self, client: int) -> PrivacyEvent:
         """The event of a whole planned participation of `client`."""
         plan = self.plan(client)
-        return PrivacyEvent(
-            noise_multiplier=plan.noise_multiplier,
-            sample_rate=plan.sample_rate,
-            steps=plan.steps,
-            max_grad_norm=plan.max_grad_norm,
-            delta=plan.delta,
-        )
+        return plan.event(plan.steps)
 
     def check(self, client: int, event: PrivacyEvent) -> str | None:
-        """What in a reported event departs from the plan, or None."""
+        """What in a reported event departs from the plan, or None.
+
+        The event is what the client's DP optimizer ran (clients/trainer.py,
+        clients/vectorised.py), not a recomputation of the plan: a client configured
+        otherwise than planned shows here.
+        """
         plan = self.plan(client)
         problems = []
         for name in ("noise_multiplier", "sample_rate", "max_grad_norm", "delta"):
@@ -210,17 +210,10 @@ class PrivacyAccounting:
             self._record_one(report.round, o.client, o.privacy, status, o.error)
 
     def _record_one(
-        self, rnd: int, client: int, reported: dict[str, Any], status: str, error: str | None
+        self, rnd: int, client: int, event: PrivacyEvent, status: str, error: str | None
     ) -> None:
         if self.ledger is None:  # record only charges under DP
             raise RuntimeError("a privacy event to record without a ledger (dp.mode = 'off')")
-        event = PrivacyEvent(
-            noise_multiplier=float(reported["noise_multiplier"]),
-            sample_rate=float(reported["sample_rate"]),
-            steps=int(reported["steps"]),
-            max_grad_norm=float(reported["max_grad_norm"]),
-            delta=float(reported["delta"]),
-        )
         extra: dict[str, Any] = {}
         problem = self.check(client, event)
         if problem:

@@ -25,7 +25,6 @@ import os
 import statistics
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -34,15 +33,7 @@ from typing import IO, Any, Self
 import numpy as np
 
 from fedsim.privacy import records
-from fedsim.privacy._checks import (
-    check_delta,
-    check_int,
-    check_noise_multiplier,
-    check_positive,
-    check_sample_rate,
-    check_steps,
-    is_integral,
-)
+from fedsim.privacy._checks import check_delta, check_int, is_integral
 from fedsim.privacy.accountants import (
     ACCOUNTANTS,
     RDP_ORDERS,
@@ -53,6 +44,7 @@ from fedsim.privacy.accountants import (
     rdp_vector,
 )
 from fedsim.privacy.errors import LedgerError, PrivacyError
+from fedsim.privacy.events import PrivacyEvent
 from fedsim.privacy.records import (
     DISCARDED,
     LINE_KEYS,
@@ -67,7 +59,6 @@ __all__ = [
     "LINE_KEYS",
     "STATUSES",
     "LedgerError",
-    "PrivacyEvent",
     "PrivacyLedger",
     "parse_ledger_line",
     "read_ledger",
@@ -75,54 +66,6 @@ __all__ = [
 
 #: The subject a user-level line with Poisson client sampling charges: every client.
 POPULATION = -1
-
-
-@dataclass(frozen=True)
-class PrivacyEvent:
-    """A client's report of one participation: what its DP-SGD run spent.
-
-    Attributes:
-        noise_multiplier: Noise standard deviation / clipping norm, >= 0.
-        sample_rate: Poisson sampling probability (batch size / shard size), in (0, 1].
-        steps: Optimiser steps taken, >= 0.
-        max_grad_norm: Per-example clipping norm, > 0 (recorded, not used in epsilon).
-        delta: The delta the client was configured with, in (0, 1).
-
-    Raises:
-        PrivacyError: a field out of range (on construction).
-    """
-
-    noise_multiplier: float
-    sample_rate: float
-    steps: int
-    max_grad_norm: float
-    delta: float
-
-    def __post_init__(self) -> None:
-        # Normalise numpy scalars and ints to float/int so lines serialise identically.
-        object.__setattr__(self, "noise_multiplier", check_noise_multiplier(self.noise_multiplier))
-        object.__setattr__(self, "sample_rate", check_sample_rate(self.sample_rate))
-        object.__setattr__(self, "steps", check_steps(self.steps))
-        object.__setattr__(
-            self, "max_grad_norm", check_positive(self.max_grad_norm, name="max_grad_norm")
-        )
-        object.__setattr__(self, "delta", check_delta(self.delta))
-
-    @property
-    def entry(self) -> HistoryEntry:
-        """``(noise_multiplier, sample_rate, steps)``, the opacus history format."""
-        return (self.noise_multiplier, self.sample_rate, self.steps)
-
-
-def _fields(event: PrivacyEvent) -> dict[str, float | int]:
-    """The event's fields as a ledger line writes them."""
-    return {
-        "noise_multiplier": event.noise_multiplier,
-        "sample_rate": event.sample_rate,
-        "steps": event.steps,
-        "max_grad_norm": event.max_grad_norm,
-        "delta": event.delta,
-    }
 
 
 # --------------------------------------------------------------------------- composition
@@ -390,7 +333,7 @@ class PrivacyLedger:
             round=round_,
             client=client_id,
             status=status,
-            event=_fields(event),
+            event=event.fields(),
             accountant=self.accountant,
             epsilon=eps,
             extra=extra,
@@ -443,7 +386,7 @@ class PrivacyLedger:
         eps = self._projected(USER_LEVEL, POPULATION, event.entry)
         line = records.user_line(
             round=check_int(round, name="round"),
-            event=_fields(event),
+            event=event.fields(),
             accountant=self.accountant,
             epsilon=eps,
             sampling=sampling,

@@ -3,7 +3,9 @@
 The one place that decides how many local steps a participation may take, at what
 Poisson sample rate and with what noise. The server's `PrivacyAccounting` plans
 with it and checks what clients report against it; the client side follows the
-same plan (`fedsim.clients.dp` adapts a scenario to these arguments).
+same plan (`fedsim.clients.dp` adapts a scenario to these arguments). The
+`target_epsilon` rule (`worst_case_noise`) is also the one DP-FedAvg's user-level
+releases are given (`fedsim.strategies.factory`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
+
+from fedsim.privacy.events import PrivacyEvent
 
 if TYPE_CHECKING:
     from fedsim.config import Scenario
@@ -27,15 +31,16 @@ class LocalPlan:
     max_grad_norm: float
     delta: float
 
-    def event(self, steps: int) -> dict[str, float | int]:
-        """The privacy event a client reports after taking `steps` of this plan."""
-        return {
-            "noise_multiplier": self.noise_multiplier,
-            "sample_rate": self.sample_rate,
-            "steps": int(steps),
-            "max_grad_norm": self.max_grad_norm,
-            "delta": self.delta,
-        }
+    def event(self, steps: int) -> PrivacyEvent:
+        """The privacy event of `steps` taken as this plan says (the server's
+        expectation; a client reports what its optimizer ran)."""
+        return PrivacyEvent(
+            noise_multiplier=self.noise_multiplier,
+            sample_rate=self.sample_rate,
+            steps=int(steps),
+            max_grad_norm=self.max_grad_norm,
+            delta=self.delta,
+        )
 
 
 def local_steps(*, shard_size: int, batch_size: int, epochs: int, max_steps: int | None) -> int:
@@ -62,17 +67,21 @@ def participation_plan(
     The sample rate is batch_size / shard_size of *this* client (Poisson sampling
     over its own shard). Without a `noise_multiplier`, the noise is the smallest
     that keeps the client within `target_epsilon` even if it is sampled in every
-    one of the `rounds`: a client cannot know in advance how often the server will
-    pick it, and the worst case is the one a guarantee can promise.
+    one of the `rounds` (`worst_case_noise`).
     """
     steps = local_steps(
         shard_size=shard_size, batch_size=batch_size, epochs=epochs, max_steps=max_steps
     )
     q = min(1.0, batch_size / max(1, shard_size))
-    if noise_multiplier is not None:
-        z = float(noise_multiplier)
-    else:
-        z = _noise_for_target(float(target_epsilon or 0.0), delta, q, steps * rounds, accountant)
+    z = worst_case_noise(
+        noise_multiplier=noise_multiplier,
+        target_epsilon=target_epsilon,
+        delta=delta,
+        sample_rate=q,
+        steps_per_round=steps,
+        rounds=rounds,
+        accountant=accountant,
+    )
     return LocalPlan(
         steps=steps, sample_rate=q, noise_multiplier=z, max_grad_norm=max_grad_norm, delta=delta
     )
@@ -92,6 +101,31 @@ def scenario_plan(scenario: Scenario, shard_size: int) -> LocalPlan:
         max_grad_norm=dp.max_grad_norm,
         delta=dp.delta,
         accountant=dp.accountant,
+    )
+
+
+def worst_case_noise(
+    *,
+    noise_multiplier: float | None,
+    target_epsilon: float | None,
+    delta: float,
+    sample_rate: float,
+    steps_per_round: int,
+    rounds: int,
+    accountant: str,
+) -> float:
+    """The noise multiplier of a subject's releases: the given `noise_multiplier`, or
+    the smallest that keeps it within `target_epsilon` if it takes part in every one
+    of the `rounds`, `steps_per_round` releases at `sample_rate` each.
+
+    Every round is the worst case, and the one a guarantee can promise: a client
+    cannot know in advance how often the server will pick it. DP-SGD clients take
+    their local steps per round; a user-level (DP-FedAvg) release is one per round.
+    """
+    if noise_multiplier is not None:
+        return float(noise_multiplier)
+    return _noise_for_target(
+        float(target_epsilon or 0.0), delta, sample_rate, steps_per_round * rounds, accountant
     )
 
 

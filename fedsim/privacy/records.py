@@ -24,17 +24,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedsim.privacy._checks import (
-    check_delta,
-    check_int,
-    check_noise_multiplier,
-    check_positive,
-    check_sample_rate,
-    check_steps,
-    is_real,
-)
+from fedsim.privacy._checks import check_int, is_real
 from fedsim.privacy.accountants import check_accountant
 from fedsim.privacy.errors import LedgerError, PrivacyError
+from fedsim.privacy.events import EVENT_KEYS, PrivacyEvent
 
 SAMPLE_LEVEL = "sample"
 USER_LEVEL = "user"
@@ -69,11 +62,7 @@ LINE_KEYS: tuple[str, ...] = (
     "client",
     "level",
     "status",
-    "noise_multiplier",
-    "sample_rate",
-    "steps",
-    "max_grad_norm",
-    "delta",
+    *EVENT_KEYS,
     "accountant",
     "epsilon",
 )
@@ -141,8 +130,7 @@ def user_line(
 
 
 def _mechanism(event: Mapping[str, float | int]) -> dict[str, float | int]:
-    keys = ("noise_multiplier", "sample_rate", "steps", "max_grad_norm", "delta")
-    return {key: event[key] for key in keys}
+    return {key: event[key] for key in EVENT_KEYS}
 
 
 def serialise(line: Mapping[str, Any]) -> str:
@@ -240,16 +228,12 @@ def read_records(path: Path | str, *, check_user: bool = False) -> list[dict[str
 
 
 def check_event_fields(record: Mapping[str, Any]) -> None:
-    """The mechanism fields of a line are in range (as a ``PrivacyEvent`` requires).
+    """The mechanism fields of a line make a valid ``PrivacyEvent`` (its checks, one source).
 
     Raises:
         PrivacyError: naming the field.
     """
-    check_noise_multiplier(record["noise_multiplier"])
-    check_sample_rate(record["sample_rate"])
-    check_steps(record["steps"])
-    check_positive(record["max_grad_norm"], name="max_grad_norm")
-    check_delta(record["delta"])
+    PrivacyEvent.from_fields(record)
 
 
 def _check_common(record: Mapping[str, Any], keys: Sequence[str], statuses: Sequence[str]) -> None:

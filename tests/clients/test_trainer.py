@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import pytest
 import torch
 
 from fedsim.clients.dp import plan_participation
@@ -73,3 +76,69 @@ def test_target_epsilon_plan_never_exceeds_target_over_all_rounds() -> None:
         delta=sc.dp.delta,
     )
     assert 1.9 < eps <= 2.0
+
+
+def _jobs(sc, shards, init, clients):  # type: ignore[no-untyped-def]
+    from fedsim.clients.cohort import ClientJob
+
+    return [ClientJob(c, 1, shards.train[c], init, {}) for c in clients]
+
+
+def test_reported_event_is_what_the_optimizer_ran(monkeypatch: pytest.MonkeyPatch) -> None:
+    sc = small_scenario(train__epochs=2, faults__fail_probability=0.5)
+    trainer, shards, init = make(sc)
+    steps_run: list[int] = []
+    real_step = trainer.optimizer.step
+
+    def counting_step(*args: object, **kwargs: object) -> object:
+        steps_run[-1] += 1
+        return real_step(*args, **kwargs)
+
+    real_configure = LocalTrainer._configure_dp
+
+    def configure(self: LocalTrainer, plan: Any, n: int, client: int, rnd: int) -> None:
+        real_configure(self, plan, n, client, rnd)
+        steps_run.append(0)
+        if client == 1:  # configured otherwise than planned
+            self.optimizer.noise_multiplier = 0.25  # type: ignore[attr-defined]
+            self.optimizer.max_grad_norm = 3.0  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(trainer.optimizer, "step", counting_step)
+    monkeypatch.setattr(LocalTrainer, "_configure_dp", configure)
+    outcomes = trainer.train_cohort(_jobs(sc, shards, init, range(sc.population)))
+    assert {o.error is None for o in outcomes} == {True, False}  # some fail midway
+    for o, run in zip(outcomes, steps_run, strict=True):
+        plan = plan_participation(sc, len(shards.train[o.client]))
+        assert o.event is not None and o.event.steps == run == o.steps_done
+        if o.client == 1:
+            assert (o.event.noise_multiplier, o.event.max_grad_norm) == (0.25, 3.0)
+            assert o.event.sample_rate == plan.sample_rate
+        else:
+            assert o.event == plan.event(run)
+
+
+def test_noise_changed_within_a_participation_fails_the_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sc = small_scenario(train__epochs=2)
+    trainer, shards, init = make(sc)
+    real = LocalTrainer._step
+
+    def step(self: LocalTrainer, batch: torch.Tensor) -> float | None:
+        out = real(self, batch)
+        self.optimizer.noise_multiplier = 0.5  # type: ignore[attr-defined]
+        return out
+
+    monkeypatch.setattr(LocalTrainer, "_step", step)
+    (outcome,) = trainer.train_cohort(_jobs(sc, shards, init, [0]))
+    assert isinstance(outcome.error, RuntimeError) and "changed" in str(outcome.error)
+    # the step that ran at the planned noise is reported, at the planned noise
+    plan = plan_participation(sc, len(shards.train[0]))
+    assert outcome.event == plan.event(1)
+
+
+def test_without_dp_no_event() -> None:
+    sc = small_scenario(dp__mode="off")
+    trainer, shards, init = make(sc)
+    (outcome,) = trainer.train_cohort(_jobs(sc, shards, init, [0]))
+    assert outcome.result is not None and outcome.event is None

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from fedsim.clients.cohort import ClientJob
-from fedsim.clients.dp import LocalPlan
+from fedsim.clients.dp import LocalPlan, plan_participation
 from fedsim.clients.engine import EngineError, choose_engine, vector_clients
 from fedsim.clients.trainer import BatchSampler, LocalTrainer, build_global_model
 from fedsim.clients.vectorised import VectorisedTrainer, _Client
@@ -290,3 +290,39 @@ def test_vectorised_round_is_bit_identical_whatever_k(
     assert sent_one > sent_auto  # K = 1 became K = V = 2: two cohorts a round, not one
     for k, t in one.final_state.items():
         assert torch.equal(t, auto.final_state[k]), k
+
+
+def test_reported_events_are_what_privatise_applied(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    sc = small_scenario(train__min_epochs=1, train__epochs=3, faults__fail_probability=0.3)
+    bundle, shards, init = _setup(sc)
+    trainer = VectorisedTrainer(sc, bundle.train, bundle.input_shape, bundle.num_classes)
+    applied: dict[int, list[float]] = {}
+    real_privatise = VectorisedTrainer._privatise
+    real_client = VectorisedTrainer._client
+
+    def privatise(self: VectorisedTrainer, per_ex: Any, w: Any, clients: list) -> Any:
+        for c in clients:
+            applied.setdefault(c.job.client, []).append(c.plan.noise_multiplier)
+        return real_privatise(self, per_ex, w, clients)
+
+    def client(self: VectorisedTrainer, job: ClientJob) -> _Client:
+        c = real_client(self, job)
+        if job.client == 2:  # configured otherwise than planned
+            c.plan = dataclasses.replace(c.plan, noise_multiplier=0.3, max_grad_norm=2.0)
+        return c
+
+    monkeypatch.setattr(VectorisedTrainer, "_privatise", privatise)
+    monkeypatch.setattr(VectorisedTrainer, "_client", client)
+    jobs = [ClientJob(c, 1, shards.train[c], init, {}) for c in range(sc.population)]
+    outcomes = trainer.train_cohort(jobs)
+    assert {o.error is not None for o in outcomes} == {True, False}  # both kinds occur
+    for o in outcomes:
+        plan = plan_participation(sc, len(shards.train[o.client]))
+        assert o.event is not None and o.event.steps == len(applied[o.client]) == o.steps_done
+        if o.client == 2:
+            assert (o.event.noise_multiplier, o.event.max_grad_norm) == (0.3, 2.0)
+            assert o.event.sample_rate == plan.sample_rate
+        else:
+            assert o.event == plan.event(o.steps_done)

@@ -110,3 +110,26 @@ def test_fedadam_first_step_by_hand(flower_run_context: Any) -> None:
     want = eta_r * m / (np.sqrt(v) + tau)
     got = aggregate("fedadam", {"eta": eta, "beta_1": b1, "beta_2": b2, "tau": tau})
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sampling, q", [("poisson", 0.25), ("fixed", 1.0)])
+def test_user_level_target_epsilon_holds_over_every_round(sampling: str, q: float) -> None:
+    from fedsim.privacy import epsilon, noise_multiplier_for
+    from fedsim.strategies.factory import user_noise_multiplier
+
+    sc = small_scenario(
+        rounds=7,
+        population=20,
+        sampling__clients_per_round=5,
+        dp__mode="user",
+        dp__noise_multiplier=None,
+        dp__target_epsilon=3.0,
+        dp__client_sampling=sampling,
+    )
+    z = user_noise_multiplier(sc)
+    # one release per round, all of them: the number the factory always gave
+    assert z == noise_multiplier_for(
+        target_epsilon=3.0, delta=sc.dp.delta, sample_rate=q, steps=7, accountant="rdp"
+    )
+    assert 2.9 < epsilon(noise_multiplier=z, sample_rate=q, steps=7, delta=sc.dp.delta) <= 3.0
+    assert user_noise_multiplier(small_scenario(dp__mode="user", dp__noise_multiplier=1.7)) == 1.7
