@@ -137,22 +137,8 @@ def run(
         SimulationError: the Ray cluster named in the scenario cannot be reached.
         RunInterrupted: SIGINT/SIGTERM stopped the run (it can be resumed).
     """
-    rundir = RunDir(out if out is not None else Path("runs") / scenario.name)
     check_ray_address(scenario)
-    try:
-        with storage_errors(rundir.path):
-            rundir.create(overwrite=overwrite)  # takes the run's lock
-            rundir.write_text(rundir.scenario, scenario.to_toml())
-            state = ServerRun(
-                scenario,
-                rundir,
-                RunProgress(scenario, enabled=progress),
-                clients=clients,
-                observers=observers,
-            )
-            return _execute(scenario, state)
-    finally:
-        rundir.unlock()
+    return _start(scenario, out, overwrite, progress, clients, observers)
 
 
 def resume(
@@ -266,6 +252,19 @@ def run_on_grid(
         except Exception as exc:  # raised by _execute once the files are closed
             state.fail(exc)
 
+    return _start(scenario, out, overwrite, progress, clients, observers, simulate=on_grid)
+
+
+def _start(
+    scenario: Scenario,
+    out: str | Path | None,
+    overwrite: bool,
+    progress: bool,
+    clients: ClientSide,
+    observers: Sequence[RoundObserver],
+    simulate: Any = None,
+) -> RunResult:
+    """Create the run directory (under its lock), write the scenario, run, unlock."""
     rundir = RunDir(out if out is not None else Path("runs") / scenario.name)
     try:
         with storage_errors(rundir.path):
@@ -278,7 +277,7 @@ def run_on_grid(
                 clients=clients,
                 observers=observers,
             )
-            return _execute(scenario, state, simulate=on_grid)
+            return _execute(scenario, state, simulate=simulate)
     finally:
         rundir.unlock()
 
