@@ -531,7 +531,11 @@ DATASETS.add(
     examples=1797,
 )
 DATASETS.add(
-    "shakespeare", "fedsim.data.shakespeare:load_shakespeare", input="tokens", natural=True
+    "shakespeare",
+    "fedsim.data.shakespeare:load_shakespeare",
+    input="tokens",
+    natural=True,
+    num_classes=80,  # LEAF's character vocabulary (fedsim.data.shakespeare.VOCAB)
 )
 DATASETS.add("synthetic", "fedsim.data.synthetic:load_synthetic", input="features", natural=True)
 DATASETS.add(

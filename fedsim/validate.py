@@ -32,10 +32,8 @@ def model_io(scenario: Scenario) -> tuple[tuple[int, ...], int] | None:
     info = registry.DATASETS.info(name)
     if info.get("input_shape") is not None and info.get("num_classes") is not None:
         return tuple(info["input_shape"]), int(info["num_classes"])
-    if name == "shakespeare":
-        from fedsim.data.shakespeare import VOCAB
-
-        return (scenario.data.shakespeare.seq_len,), len(VOCAB)
+    if name == "shakespeare":  # seq_len characters of a fixed vocabulary
+        return (scenario.data.shakespeare.seq_len,), int(info["num_classes"])
     if name == "synthetic":
         syn = scenario.data.synthetic
         return (syn.dim,), syn.num_classes

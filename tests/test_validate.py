@@ -132,3 +132,11 @@ def test_a_strategy_with_options_is_checked_against_its_constructor() -> None:
     with pytest.raises(ScenarioError) as info:
         Scenario.from_dict(raw)
     assert info.value.problems[0].startswith("strategy.options.mu: not an option of FedProx")
+
+
+def test_the_shakespeare_classes_are_its_vocabulary() -> None:
+    # validate.model_io reads the class count from the registry, not by importing the
+    # loader (fedsim.data imports torch).
+    from fedsim.data.shakespeare import VOCAB
+
+    assert registry.DATASETS.info("shakespeare")["num_classes"] == len(VOCAB)
