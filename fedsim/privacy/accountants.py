@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import abc
 import importlib
 import importlib.util
 import math
@@ -89,7 +88,7 @@ _CACHE_SIZE = 16384
 _MIRROR = "fedsim.privacy._opacus_accountants"
 
 
-class _IAccountant(abc.ABC):  # noqa: B024 - stands in for opacus' abstract base
+class _IAccountant:
     """The part of ``opacus.accountants.accountant.IAccountant`` its accountants' maths uses.
 
     opacus' base class also holds the optimizer hook and state-dict helpers, which
