@@ -503,16 +503,21 @@ PARTITIONS = Registry("partition")
 STRATEGIES = Registry("strategy", fold_case=True, check=_check_strategy)
 OBJECTIVES = Registry("objective", check=_check_objective)
 
-# Models: info "input" is "features" (float tensors) or "tokens" (int64 ids).
-for _name, _input in (
-    ("cnn", "features"),
-    ("cnn1d", "features"),
-    ("femnist_cnn", "features"),
-    ("char_lstm", "tokens"),
-    ("logreg", "features"),
-    ("mlp", "features"),
+# Models: info "input" is "features" (float tensors) or "tokens" (int64 ids);
+# "input_ndim" the dimensions of one example the builder takes (None: any, it flattens);
+# "opacus": Opacus' ModuleValidator accepts the model. With these, `fedsim check` knows
+# that a built-in model with its default options builds for a built-in data set without
+# building it (torch and Opacus cost seconds to import); tests/test_validate.py builds
+# every such pairing and runs the validator, so the facts cannot drift from the builders.
+for _name, _input, _ndim in (
+    ("cnn", "features", 3),
+    ("cnn1d", "features", 2),
+    ("femnist_cnn", "features", 3),
+    ("char_lstm", "tokens", 1),
+    ("logreg", "features", None),
+    ("mlp", "features", None),
 ):
-    MODELS.add(_name, f"fedsim.models.{_name}:build", input=_input)
+    MODELS.add(_name, f"fedsim.models.{_name}:build", input=_input, input_ndim=_ndim, opacus=True)
 
 # Datasets: input_shape / num_classes where the format fixes them; natural: has
 # natural client ids; files: read from data.root; examples / train_examples: sizes
@@ -526,7 +531,11 @@ DATASETS.add(
     examples=1797,
 )
 DATASETS.add(
-    "shakespeare", "fedsim.data.shakespeare:load_shakespeare", input="tokens", natural=True
+    "shakespeare",
+    "fedsim.data.shakespeare:load_shakespeare",
+    input="tokens",
+    natural=True,
+    num_classes=80,  # LEAF's character vocabulary (fedsim.data.shakespeare.VOCAB)
 )
 DATASETS.add("synthetic", "fedsim.data.synthetic:load_synthetic", input="features", natural=True)
 DATASETS.add(

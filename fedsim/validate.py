@@ -4,6 +4,12 @@
 here build the model, resolve the strategy's options and size the data set, importing
 those libraries inside the functions that need them. `Scenario.cross_check` runs them,
 each only when the sections it reads were valid.
+
+A built-in model with its default options on a built-in data set, and a built-in
+strategy without options, are judged from the registry's facts instead (`model_is_known`,
+`strategy_is_known`): tests/test_validate.py builds every such case, so the facts hold,
+and `fedsim check` of such a scenario imports neither torch, Opacus nor Flower. Anything
+else (options, user components) is built, as a run would.
 """
 
 from __future__ import annotations
@@ -26,10 +32,8 @@ def model_io(scenario: Scenario) -> tuple[tuple[int, ...], int] | None:
     info = registry.DATASETS.info(name)
     if info.get("input_shape") is not None and info.get("num_classes") is not None:
         return tuple(info["input_shape"]), int(info["num_classes"])
-    if name == "shakespeare":
-        from fedsim.data.shakespeare import VOCAB
-
-        return (scenario.data.shakespeare.seq_len,), len(VOCAB)
+    if name == "shakespeare":  # seq_len characters of a fixed vocabulary
+        return (scenario.data.shakespeare.seq_len,), int(info["num_classes"])
     if name == "synthetic":
         syn = scenario.data.synthetic
         return (syn.dim,), syn.num_classes
@@ -46,12 +50,35 @@ def _loads(reg: registry.Registry, name: str) -> bool:
     return True
 
 
+def model_is_known(scenario: Scenario) -> bool:
+    """Whether the registry's facts alone show that the scenario's model builds.
+
+    True for a built-in model with its default options, on a built-in data set whose
+    examples have dimensions the model takes (registry info "input_ndim"), and, under
+    DP, one Opacus' validator accepts (info "opacus"). Building it could only succeed
+    then (tests/test_validate.py builds each pairing); in every other case `check_model`
+    builds the model, so the errors a user sees come from the builder itself.
+    """
+    name = scenario.model.name
+    if not registry.MODELS.is_builtin(name) or scenario.model.options():
+        return False
+    if not registry.DATASETS.is_builtin(scenario.data.name):
+        return False  # a user loader's shape may be anything the tests never built
+    io = model_io(scenario)
+    info = registry.MODELS.info(name)
+    if io is None or info.get("input_ndim") not in (None, len(io[0])):
+        return False
+    return scenario.dp.mode == "off" or bool(info.get("opacus"))
+
+
 def check_model(scenario: Scenario) -> list[str]:
     """Build the model once on the CPU (and check Opacus can privatise it, under DP).
 
     A bad option or a layer Opacus cannot handle is reported now, not inside a Ray
-    worker minutes later.
+    worker minutes later. A model `model_is_known` vouches for is not built.
     """
+    if model_is_known(scenario):
+        return []
     from fedsim.models import ModelError, build_model, check_options, check_private
 
     name = scenario.model.name
@@ -77,16 +104,27 @@ def check_model(scenario: Scenario) -> list[str]:
     return []
 
 
+def strategy_is_known(scenario: Scenario) -> bool:
+    """Whether the strategy's constructor has nothing to refuse: a built-in without options.
+
+    Its options can then only lack a required one, and every built-in takes its
+    required options from the registry's "defaults" (tests/test_validate.py resolves
+    each built-in so), so its constructor is not imported (Flower: seconds).
+    """
+    return registry.STRATEGIES.is_builtin(scenario.strategy.name) and not scenario.strategy.options
+
+
 def check_strategy(scenario: Scenario) -> list[str]:
     """The strategy's options against its constructor, and its fit with training and DP."""
-    from fedsim.strategies.factory import strategy_options
+    if not strategy_is_known(scenario):
+        from fedsim.strategies.factory import strategy_options
 
-    if not _loads(registry.STRATEGIES, scenario.strategy.name):
-        return []
-    try:
-        strategy_options(scenario)
-    except ScenarioError as exc:
-        return exc.problems
+        if not _loads(registry.STRATEGIES, scenario.strategy.name):
+            return []
+        try:
+            strategy_options(scenario)
+        except ScenarioError as exc:
+            return exc.problems
     name = scenario.strategy.name
     info = registry.STRATEGIES.info(name)
     if info.get("local_sgd") and scenario.train.optimizer != "sgd":
@@ -168,9 +206,10 @@ COMPONENT_CHECKS: tuple[tuple[frozenset[str], Callable[[Scenario], list[str]]], 
     ),
     (frozenset({"data", "population"}), check_population),
 )
-#: Checks that import torch/opacus (build the model) or Flower (strategy signatures).
-#: They run only once every other check passes, so a scenario with a plain mistake is
-#: refused in a fraction of a second instead of after seconds of imports.
+#: Checks that may import torch/opacus (build the model) or Flower (strategy signatures):
+#: those `model_is_known` and `strategy_is_known` do not vouch for. They run only once
+#: every other check passes, so a scenario with a plain mistake is refused in a fraction
+#: of a second instead of after seconds of imports.
 HEAVY_CHECKS: frozenset[Callable[[Scenario], list[str]]] = frozenset({check_model, check_strategy})
 
 
@@ -272,23 +311,26 @@ def _field_value(scenario: Scenario, field: str) -> int:
 
 def check_data_files(scenario: Scenario) -> list[str]:
     """data.root holds the files of a file-based data set (nothing is read yet)."""
+    data = scenario.data
+    if not data.root:
+        # Nothing to locate: fedsim.data is not imported (its package imports torch).
+        return []
     from fedsim.data import DataError
 
-    data = scenario.data
     try:
-        if data.name in ("mnist", "fashion_mnist") and data.root:
+        if data.name in ("mnist", "fashion_mnist"):
             from fedsim.data.idx import locate_idx_files
 
             locate_idx_files(data.name, data.root)
-        elif data.name == "cifar10" and data.root:
+        elif data.name == "cifar10":
             from fedsim.data.cifar import locate_cifar10
 
             locate_cifar10(data.root)
-        elif data.name == "femnist" and data.root:
+        elif data.name == "femnist":
             from fedsim.data.femnist import locate_femnist
 
             locate_femnist(data.root)
-        elif data.name == "hub" and data.root:
+        elif data.name == "hub":
             from pathlib import Path
 
             if not Path(data.root).expanduser().exists():

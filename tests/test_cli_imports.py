@@ -76,16 +76,29 @@ def test_command_imports_no_flower_ray_torch_opacus(runs: Path, args: list[str],
     assert heavy == [], f"fedsim {' '.join(args)} imported {heavy}"
 
 
-# `check` of a valid scenario loads it through Scenario.from_toml, whose cross-component
-# checks build the model (torch) and the strategy (flwr). Splitting those checks out of
-# the schema is the config-as-a-leaf change; this flips to passing then. The audit reads
-# a finished run with the schema checks only (checks="schema").
-@pytest.mark.xfail(strict=True, reason="Scenario cross-checks import strategies (flwr)")
+# `check` of a valid scenario of built-in components judges the model and the strategy
+# from the registry's facts (fedsim.validate.model_is_known / strategy_is_known).
 def test_check_of_a_valid_scenario_imports_no_flower_or_ray(runs: Path) -> None:
     scenario = Path(__file__).resolve().parents[1] / "scenarios" / "quickstart.toml"
     code, heavy = _imports(["check", str(scenario)], runs)
     assert code == 0
     assert not {"flwr", "ray"} & set(heavy)
+
+
+def test_check_of_a_valid_scenario_imports_no_torch_or_opacus(runs: Path) -> None:
+    scenario = Path(__file__).resolve().parents[1] / "scenarios" / "quickstart.toml"
+    code, heavy = _imports(["check", str(scenario)], runs)
+    assert code == 0
+    assert not {"torch", "opacus"} & set(heavy)
+
+
+def test_check_of_a_user_model_still_builds_it(runs: Path) -> None:
+    # A model by import path is judged by building it: that needs torch (and Opacus, DP).
+    scenario = Path(__file__).resolve().parents[1] / "scenarios" / "quickstart.toml"
+    model = "--set", "model.name='tests.fixtures.nets:make_net'"
+    code, heavy = _imports(["check", str(scenario), *model], Path(__file__).parents[1])
+    assert code == 0
+    assert {"torch", "opacus"} <= set(heavy)
 
 
 def test_audit_of_a_dp_off_run_imports_nothing_heavy(runs: Path) -> None:
@@ -103,8 +116,26 @@ def test_rdp_orders_are_opacus_defaults() -> None:
     assert RDP_ORDERS == tuple(float(a) for a in RDPAccountant.DEFAULT_ALPHAS)
 
 
+def test_default_audit_of_a_dp_run_imports_nothing_heavy(runs: Path) -> None:
+    # rdp, prv (opacus' accountants loaded without torch) and pld (dp-accounting).
+    code, heavy = _imports(["audit", str(runs / "dp")], runs)
+    assert code in (0, 1)  # the stand-in ledger's epsilons are not the accountant's
+    assert heavy == []
+
+
 def test_rdp_audit_of_a_dp_run_imports_nothing_heavy(runs: Path) -> None:
     # opacus' RDP maths is numpy and scipy: loaded without opacus' package (torch).
     code, heavy = _imports(["audit", str(runs / "dp"), "--accountants", "rdp"], runs)
     assert code in (0, 1)  # the stand-in ledger's epsilons are not the accountant's
     assert heavy == []
+
+
+def test_the_cli_benchmark_reads_the_same_from_importtime() -> None:
+    # benchmarks/cli.py reports heavy imports from `python -X importtime` output.
+    from benchmarks import cli
+
+    heavy, seconds = cli.imports("--help")
+    assert heavy == [] and seconds > 0
+    scenario = str(cli.QUICKSTART)
+    heavy, _ = cli.imports("check", scenario, "--set", "model.name='tests.fixtures.nets:make_net'")
+    assert {"torch", "opacus"} <= set(heavy)

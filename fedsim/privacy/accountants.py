@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import math
 import sys
@@ -83,43 +84,66 @@ _CACHE_SIZE = 16384
 # --------------------------------------------------------------------------- opacus
 
 
-@cache
-def _opacus_analysis(name: str) -> ModuleType:
-    """opacus' ``accountants/analysis/<name>.py`` (pure numpy/scipy), loaded on its own.
+#: Where the torch-free copy of ``opacus.accountants`` lives in ``sys.modules``.
+_MIRROR = "fedsim.privacy._opacus_accountants"
 
-    Importing it as ``opacus.accountants.analysis.<name>`` would run ``opacus/__init__``,
-    which imports torch (seconds): the RDP and GDP maths need none of it, so the file is
-    loaded as a module of its own. Same code, so the same numbers as opacus.
+
+class _IAccountant:
+    """The part of ``opacus.accountants.accountant.IAccountant`` its accountants' maths uses.
+
+    opacus' base class also holds the optimizer hook and state-dict helpers, which
+    import ``opacus.optimizers`` and so torch; epsilons need only ``history``, which
+    its ``__init__`` sets (tests/privacy checks the copies agree with opacus' own).
     """
-    already = sys.modules.get(f"opacus.accountants.analysis.{name}")
-    if already is not None:
-        return already
+
+    def __init__(self) -> None:
+        self.history: list[HistoryEntry] = []
+
+
+@cache
+def _torch_free_accountants() -> ModuleType:
+    """opacus' ``accountants`` package loaded from its files, its base class swapped.
+
+    ``import opacus.accountants`` runs ``opacus/__init__``, which imports torch (seconds);
+    the accountants themselves (RDP, PRV, GDP) are numpy and scipy. So the package's
+    directory is mounted under another name with :class:`_IAccountant` as its
+    ``accountant`` module: the same files run, so the same numbers as opacus.
+    """
     spec = importlib.util.find_spec("opacus")  # finds the package without importing it
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("fedsim's accountants need opacus: pip install opacus")
-    path = Path(next(iter(spec.submodule_search_locations))) / "accountants" / "analysis"
-    file_spec = importlib.util.spec_from_file_location(
-        f"fedsim.privacy._opacus_{name}", path / f"{name}.py"
-    )
-    if file_spec is None or file_spec.loader is None:
-        raise ImportError(f"cannot load opacus' {name} analysis from {path}")
-    module = importlib.util.module_from_spec(file_spec)
-    file_spec.loader.exec_module(module)
-    return module
+    package = ModuleType(_MIRROR, "opacus.accountants without torch (fedsim.privacy)")
+    package.__path__ = [str(Path(next(iter(spec.submodule_search_locations))) / "accountants")]
+    package.__package__ = _MIRROR
+    base = ModuleType(f"{_MIRROR}.accountant")
+    base.IAccountant = _IAccountant  # type: ignore[attr-defined]
+    sys.modules[_MIRROR] = package
+    sys.modules[base.__name__] = base
+    return package
+
+
+def _opacus_module(name: str) -> ModuleType:
+    """``opacus.accountants.<name>`` ("prv", "analysis.rdp", ...), without importing torch.
+
+    Where opacus is imported already (a run), its own module is used.
+    """
+    if "opacus.accountants" in sys.modules:
+        return importlib.import_module(f"opacus.accountants.{name}")
+    _torch_free_accountants()
+    return importlib.import_module(f"{_MIRROR}.{name}")
 
 
 def _rdp_analysis() -> ModuleType:
-    return _opacus_analysis("rdp")
+    return _opacus_module("analysis.rdp")
 
 
 def _gdp_analysis() -> ModuleType:
-    return _opacus_analysis("gdp")
+    return _opacus_module("analysis.gdp")
 
 
-def _opacus_accountant(name: str) -> Any:
-    from opacus import accountants
-
-    return getattr(accountants, name)()
+def _opacus_accountant(module: str, name: str) -> Any:
+    """A fresh opacus accountant, e.g. ``_opacus_accountant("prv", "PRVAccountant")``."""
+    return getattr(_opacus_module(module), name)()
 
 
 # --------------------------------------------------------------------------- validation
@@ -275,7 +299,7 @@ def _epsilon_rdp(history: list[HistoryEntry], delta: float) -> float:
 
 
 def _epsilon_prv(history: list[HistoryEntry], delta: float) -> float:
-    accountant = _opacus_accountant("PRVAccountant")
+    accountant = _opacus_accountant("prv", "PRVAccountant")
     accountant.history = list(history)
     with np.errstate(divide="ignore"):
         # At sample_rate == 1, opacus takes log(1 - q) = -inf on purpose; it is harmless.
@@ -307,7 +331,7 @@ def _epsilon_gdp(history: list[HistoryEntry], delta: float) -> float:
         # The "GDP is experimental and can underestimate" warning is stated in the
         # module docstring and DESIGN.md; repeating it on every call is noise.
         warnings.filterwarnings("ignore", message="GDP accounting is experimental")
-        accountant = _opacus_accountant("GaussianAccountant")
+        accountant = _opacus_accountant("gdp", "GaussianAccountant")
     accountant.history = [(z, q, steps)]
     return float(accountant.get_epsilon(delta=delta, poisson=True))
 

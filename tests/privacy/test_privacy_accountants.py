@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -212,6 +213,40 @@ def test_rdp_history_equals_opacus_accountant() -> None:
     # Sum of vectors = composition.
     total = sum(rdp_vector(noise_multiplier=z, sample_rate=q, steps=n) for z, q, n in history)
     assert epsilon_from_rdp(total, delta=1e-5) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "kwargs"),
+    [
+        ("rdp", "RDPAccountant", {}),
+        ("prv", "PRVAccountant", {}),
+        ("gdp", "GaussianAccountant", {"poisson": True}),
+    ],
+)
+def test_torch_free_accountants_are_opacus_own(module: str, name: str, kwargs: dict) -> None:
+    # fedsim runs opacus' accountant files without torch, under another package name and
+    # with a base class of its own (fedsim.privacy.accountants._torch_free_accountants):
+    # same state after construction, same epsilons as opacus' accountants.
+    import importlib
+
+    import opacus.accountants
+
+    from fedsim.privacy.accountants import _MIRROR, _torch_free_accountants
+
+    _torch_free_accountants()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # GDP's "experimental" notice, on construction
+        mirrored = getattr(importlib.import_module(f"{_MIRROR}.{module}"), name)()
+        real = getattr(opacus.accountants, name)()
+    assert type(mirrored).__module__ == f"{_MIRROR}.{module}"
+    assert vars(mirrored) == vars(real)
+    histories = [[(1.5, 0.178, 12)], [(1.0, 0.01, 300)]]
+    if module != "gdp":  # GDP takes one (z, q) only
+        histories.append([(1.0, 0.01, 300), (1.3, 0.02, 150)])
+    for history in histories:
+        mirrored.history, real.history = list(history), list(history)
+        with np.errstate(divide="ignore"):
+            assert mirrored.get_epsilon(1e-5, **kwargs) == real.get_epsilon(1e-5, **kwargs)
 
 
 def test_history_order_and_splitting_do_not_matter() -> None:
