@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedsim.loop import RoundLoop, RoundObserver, Stop
+from fedsim.engine.loop import RoundLoop, RoundObserver, Stop
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -118,7 +118,7 @@ def run_plain_flower(scenario: Any) -> dict[str, Any]:
     """
     from flwr.simulation import run_simulation
 
-    from fedsim import ray_backend
+    from fedsim.engine import ray_backend
     from fedsim.models.build import build_global_model
 
     _sc, bundle, _shards = _data(scenario.fingerprint())

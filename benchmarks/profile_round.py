@@ -8,7 +8,7 @@ simulation runs the engine loop and mostly waits: the ServerApp (fedsim's round 
 its own thread and the ClientApp in Ray worker processes. So this tool, in this process only
 and without touching the engine's files:
 
-1. wraps `fedsim.simulation._server_loop` so a cProfile.Profile runs *inside the ServerApp
+1. wraps `fedsim.engine.simulation._server_loop` so a cProfile.Profile runs *inside the ServerApp
    thread* (written to OUT/server.prof), and times, per round, the steps of the loop:
    configure_train, packing cohorts (`pack_request`), pushing them to Flower, waiting for the
    replies (`_collect`, with the worker-side seconds each cohort reports), unpacking them into
@@ -77,8 +77,8 @@ def _timed(rec: _Recorder, step: str, fn: Any) -> Any:
 
 def profile_server(sc: Any, out: Path, workdir: Path, cprofile: bool = True) -> dict[str, Any]:
     """Run the scenario with the server thread profiled and its round steps timed."""
-    import fedsim.grid as grid_mod
-    import fedsim.simulation as sim
+    import fedsim.engine.grid as grid_mod
+    import fedsim.engine.simulation as sim
 
     rec = _Recorder()
     prof = cProfile.Profile(time.thread_time)
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             clients=args.clients, samples=args.samples, rounds=args.rounds, workers=args.workers,
             k=k,
         )  # fmt: skip
-    from fedsim.grid import cohort_size
+    from fedsim.engine.grid import cohort_size
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

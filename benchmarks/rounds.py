@@ -220,7 +220,7 @@ def parallel_floor(scenario: Any, rounds: int, timeout: float = 600.0) -> dict[s
     `floor`; on a busy one it shows how much of fedsim's gap is CPU contention."""
     import multiprocessing as mp
 
-    from fedsim.grid import cohort_size
+    from fedsim.engine.grid import cohort_size
 
     w = scenario.backend.workers
     n = scenario.population
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sc_vec = build_scenario(dp=args.dp, **vec, **common)
     sc_vec_other = build_scenario(dp=not args.dp, **vec, **common)
     from fedsim.clients.dp import local_steps
-    from fedsim.grid import cohort_size
+    from fedsim.engine.grid import cohort_size
 
     shard = DIGITS_TRAIN // args.clients
     workdir = (

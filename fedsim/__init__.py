@@ -40,7 +40,7 @@ def __getattr__(name: str) -> Any:
     if name == "run":
         return _run_outside_imports()
     if name == "RunResult":
-        from fedsim import simulation
+        from fedsim.engine import simulation
 
         return simulation.RunResult
     raise AttributeError(f"module 'fedsim' has no attribute {name!r}")

@@ -356,7 +356,7 @@ class TrackingConfig(_Section):
     @model_validator(mode="after")
     def _usable(self) -> TrackingConfig:
         # Whether the packages are installed is checked where a run starts
-        # (fedsim.tracking.check_installed), not here: reading or auditing a run on a
+        # (fedsim.engine.tracking.check_installed), not here: reading or auditing a run on a
         # machine without them must still work.
         uri = self.tracking_uri
         if uri is not None:

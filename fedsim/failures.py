@@ -27,7 +27,7 @@ from fedsim.errors import FedsimError
 
 if TYPE_CHECKING:
     from fedsim.config import Scenario
-    from fedsim.grid import RoundReport
+    from fedsim.engine.grid import RoundReport
     from fedsim.protocol import ClientOutcome
 
 # Terminal colour and cursor codes (Ray colours its tracebacks).

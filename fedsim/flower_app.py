@@ -3,7 +3,7 @@
 `pyproject.toml` names `server_app` and `client_app` below as the app's components.
 Flower's runtime starts Ray and the supernodes (how many: the federation's
 `num-supernodes`); the ServerApp reads the run config, builds the Scenario and runs
-fedsim's own server loop over Flower's grid (`fedsim.simulation.run_on_grid`), so the
+fedsim's own server loop over Flower's grid (`fedsim.engine.simulation.run_on_grid`), so the
 run directory is the one `fedsim run` writes. The ClientApp is fedsim's cohort
 ClientApp: each real supernode trains cohorts of virtual clients.
 
@@ -100,7 +100,7 @@ def check_supernodes(scenario: Any, available: int) -> None:
     Every cohort of a round needs its own supernode (`num_supernodes`); under
     `flwr run` their number is the federation's, not fedsim's.
     """
-    from fedsim.ray_backend import num_supernodes
+    from fedsim.engine.ray_backend import num_supernodes
 
     needed = num_supernodes(scenario)
     if available < needed:

@@ -1,6 +1,6 @@
 """The composition root: the one module that joins fedsim's server side with its client side.
 
-The server side (`fedsim.simulation`, the round loop, the grid, the strategies) and the
+The server side (`fedsim.engine.simulation`, the round loop, the grid, the strategies) and the
 client side (`fedsim.clients`: the cohort ClientApp, the trainers, the engine probe)
 never import each other (tests/test_architecture.py). What the server needs of the
 clients (the ClientApp to hand to Flower, the engine probe for the chunk size) is a
@@ -17,28 +17,28 @@ if TYPE_CHECKING:  # the engine imports Flower and torch; only a run needs them
     from flwr.serverapp import Grid
 
     from fedsim.config import Scenario
-    from fedsim.simulation import ClientSide, RunResult
+    from fedsim.engine.simulation import ClientSide, RunResult
 
 
 def client_side() -> ClientSide:
     """The client side every fedsim run uses: the cohort ClientApp and its engine probe."""
     from fedsim.clients.app import app
     from fedsim.clients.engine import choose_engine
-    from fedsim.simulation import ClientSide
+    from fedsim.engine.simulation import ClientSide
 
     return ClientSide(app=app, choose_engine=choose_engine)
 
 
 def run(scenario: Scenario, out: str | Path | None = None, **options: Any) -> RunResult:
-    """Run a scenario end to end (`fedsim.simulation.run`'s arguments, client side filled in)."""
-    from fedsim import simulation
+    """Run a scenario end to end (`fedsim.engine.simulation.run`'s arguments, client side set)."""
+    from fedsim.engine import simulation
 
     return simulation.run(scenario, out, clients=client_side(), **options)
 
 
 def resume(run_dir: str | Path, **options: Any) -> RunResult:
-    """Continue a killed or interrupted run (`fedsim.simulation.resume`'s arguments)."""
-    from fedsim import simulation
+    """Continue a killed or interrupted run (`fedsim.engine.simulation.resume`'s arguments)."""
+    from fedsim.engine import simulation
 
     return simulation.resume(run_dir, clients=client_side(), **options)
 
@@ -46,7 +46,7 @@ def resume(run_dir: str | Path, **options: Any) -> RunResult:
 def run_on_grid(
     grid: Grid, scenario: Scenario, out: str | Path | None = None, **options: Any
 ) -> RunResult:
-    """A scenario's server loop over Flower's own Grid (`fedsim.simulation.run_on_grid`)."""
-    from fedsim import simulation
+    """A scenario's server loop over Flower's own Grid (`fedsim.engine.simulation.run_on_grid`)."""
+    from fedsim.engine import simulation
 
     return simulation.run_on_grid(grid, scenario, out, clients=client_side(), **options)

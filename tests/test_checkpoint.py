@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedsim.checkpoint import (
+from fedsim.cli.commands import main
+from fedsim.engine.checkpoint import (
     Checkpoint,
     CheckpointError,
     load_latest,
@@ -15,7 +16,6 @@ from fedsim.checkpoint import (
     scenario_hash,
     truncate_lines,
 )
-from fedsim.cli import main
 from fedsim.rundir import RunDir
 from tests.conftest import small_scenario
 

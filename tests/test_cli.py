@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fedsim.cli import main
+from fedsim.cli.commands import main
 
 
 def test_bad_scenario_exits_2_naming_fields(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedsim.cli import main
+from fedsim.cli.commands import main
 from tests.report.test_report_html import make_run_dir
 
 ALLOWED_EXITS = {0, 1, 2, 130}

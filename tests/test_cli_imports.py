@@ -19,7 +19,7 @@ HEAVY = ("flwr", "ray", "torch", "opacus")
 
 _PROBE = f"""
 import json, sys
-from fedsim.cli import main
+from fedsim.cli.commands import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as exc:  # --help exits through argparse

@@ -333,7 +333,7 @@ def test_cifar_root_missing_a_batch_names_it(tmp_path: Any) -> None:
 
 
 def test_run_refuses_before_creating_anything(tmp_path: Any, capsys: Any) -> None:
-    from fedsim.cli import main
+    from fedsim.cli.commands import main
 
     path = tmp_path / "big.toml"
     path.write_text(
@@ -352,7 +352,7 @@ def test_run_refuses_before_creating_anything(tmp_path: Any, capsys: Any) -> Non
 
 
 def test_fedsim_check_refuses_negative_zero_noise(tmp_path: Any, capsys: Any) -> None:
-    from fedsim.cli import main
+    from fedsim.cli.commands import main
 
     path = tmp_path / "dp.toml"
     path.write_text('[dp]\nmode = "sample"\nnoise_multiplier = -0.0\n')

@@ -69,8 +69,8 @@ def test_errors_keep_their_builtin_base() -> None:
     # Existing `except ValueError` / `except RuntimeError` clauses still catch them.
     from fedsim.clients.trainer import ClientFailure
     from fedsim.config import ScenarioError
+    from fedsim.engine.simulation import ClusterUnreachableError, RunInterrupted, SimulationError
     from fedsim.privacy import LedgerError
-    from fedsim.simulation import ClusterUnreachableError, RunInterrupted, SimulationError
 
     assert issubclass(ScenarioError, ValueError)
     assert issubclass(LedgerError, ValueError)
@@ -89,11 +89,11 @@ def test_the_two_audit_input_errors_are_one_class() -> None:
 
 
 def test_bad_input_is_decided_by_the_class() -> None:
-    from fedsim.checkpoint import CheckpointError
     from fedsim.config import ScenarioError
+    from fedsim.engine.checkpoint import CheckpointError
+    from fedsim.engine.simulation import ClusterUnreachableError, SimulationError
     from fedsim.privacy import PrivacyError
     from fedsim.rundir import StorageError
-    from fedsim.simulation import ClusterUnreachableError, SimulationError
 
     assert is_bad_input(ScenarioError(["x"]))
     assert is_bad_input(CheckpointError("x"))

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
+from fedsim.cli.progress import RunProgress
 from fedsim.clients.worker import SetupFailure, worker_state
+from fedsim.engine.grid import RoundReport
+from fedsim.engine.simulation import ServerRun, _server_loop
 from fedsim.failures import ClientErrors, FailureWatch, short_reason
-from fedsim.grid import RoundReport
 from fedsim.launch import client_side
-from fedsim.progress import RunProgress
 from fedsim.protocol import ClientOutcome, CohortRequest
 from fedsim.rundir import RunDir, read_jsonl
-from fedsim.simulation import ServerRun, _server_loop
 from tests.conftest import small_scenario
 from tests.test_grid import InProcessGrid
 

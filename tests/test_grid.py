@@ -18,7 +18,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedsim.clients.app import handle_cohort
 from fedsim.clients.trainer import build_global_model
-from fedsim.grid import VirtualClientGrid, cohort_size
+from fedsim.engine.grid import VirtualClientGrid, cohort_size
 from fedsim.strategies import build_strategy
 from tests.conftest import small_scenario
 
@@ -170,7 +170,7 @@ def test_worker_errors_are_recognised_by_class_not_by_text(flower_run_context: A
     from flwr.app import Error
     from flwr.common.constant import ErrorCode
 
-    from fedsim.grid import worker_error, worker_restarting
+    from fedsim.engine.grid import worker_error, worker_restarting
 
     died = "<class 'ray.exceptions.ActorDiedError'>:<'The actor died unexpectedly'>"
     assert worker_error(Error(ErrorCode.UNKNOWN, RAY_UNAVAILABLE)) is (
@@ -247,8 +247,8 @@ def _grid_round(
 def test_resent_cohort_is_counted_and_its_lost_attempt_charged(
     flower_run_context: Any, tmp_path: Any, monkeypatch: Any
 ) -> None:
-    import fedsim.grid as grid_module
-    from fedsim.loop import client_counts
+    import fedsim.engine.grid as grid_module
+    from fedsim.engine.loop import client_counts
     from fedsim.privacy.accounting import PrivacyAccounting
     from fedsim.rundir import RunDir, read_jsonl
 

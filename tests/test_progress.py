@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from fedsim.progress import WIDTH, RunProgress
+from fedsim.cli.progress import WIDTH, RunProgress
 from tests.conftest import small_scenario
 
 

@@ -286,10 +286,10 @@ def test_user_components_by_path_train_above_chance_in_process(
 ) -> None:
     # The cohort handler rebuilds model and data from the scenario's import paths, as a
     # Ray worker does (tests/integration/test_user_components.py runs it on Ray).
+    from fedsim.cli.progress import RunProgress
+    from fedsim.engine.simulation import ServerRun, _server_loop
     from fedsim.launch import client_side
-    from fedsim.progress import RunProgress
     from fedsim.rundir import RunDir
-    from fedsim.simulation import ServerRun, _server_loop
     from tests.test_grid import InProcessGrid
 
     sc = Scenario.from_dict(user_scenario(), before_run=True)

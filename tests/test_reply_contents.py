@@ -8,11 +8,11 @@ from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 
+from fedsim.cli.progress import RunProgress
 from fedsim.clients.trainer import build_global_model
+from fedsim.engine.simulation import ServerRun, _server_loop
 from fedsim.launch import client_side
-from fedsim.progress import RunProgress
 from fedsim.rundir import RunDir
-from fedsim.simulation import ServerRun, _server_loop
 from tests.conftest import small_scenario
 from tests.test_grid import InProcessGrid
 

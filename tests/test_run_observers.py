@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from fedsim import simulation
-from fedsim.grid import RoundReport
+from fedsim.cli.progress import RunProgress
+from fedsim.engine import simulation
+from fedsim.engine.grid import RoundReport
+from fedsim.engine.loop import RoundLoop, RoundObserver, Stop
+from fedsim.engine.simulation import ServerRun, _server_loop
 from fedsim.launch import client_side
-from fedsim.loop import RoundLoop, RoundObserver, Stop
-from fedsim.progress import RunProgress
 from fedsim.rundir import RunDir
-from fedsim.simulation import ServerRun, _server_loop
 from tests.conftest import small_scenario
 from tests.test_grid import InProcessGrid
 

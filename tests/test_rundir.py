@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import fedsim.engine.simulation as simulation
 import fedsim.rundir as rundir_mod
-import fedsim.simulation as simulation
-from fedsim.checkpoint import Checkpoint, plan_resume, save_checkpoint, scenario_hash
-from fedsim.cli import main
+from fedsim.cli.commands import main
 from fedsim.config import Scenario, ScenarioError
+from fedsim.engine.checkpoint import Checkpoint, plan_resume, save_checkpoint, scenario_hash
 from fedsim.privacy import PrivacyEvent, PrivacyLedger
 from fedsim.rundir import MARKER, JsonLines, RunDir, read_jsonl
 from tests.conftest import small_scenario
@@ -322,7 +322,7 @@ def test_summary_is_written_last_and_a_full_disk_is_resumable(
 def test_checkpoints_on_a_full_disk_raise_oserror_not_torch_errors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fedsim.checkpoint as checkpoint_mod
+    import fedsim.engine.checkpoint as checkpoint_mod
 
     def full(path: Path, data: bytes) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
@@ -377,7 +377,7 @@ def test_a_torn_last_ledger_line_is_not_kept(tmp_path: Path) -> None:
 def test_overwrite_list_covers_every_report_figure_and_tracking_output() -> None:
     from pathlib import Path as _Path
 
-    from fedsim import tracking
+    from fedsim.engine import tracking
     from fedsim.report.figures import FIGURES
     from fedsim.rundir import OWN_FILES, OWN_FOLDERS
 

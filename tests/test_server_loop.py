@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from fedsim.cli.progress import RunProgress
+from fedsim.engine.simulation import ServerRun, _server_loop
 from fedsim.launch import client_side
 from fedsim.privacy import epsilon
-from fedsim.progress import RunProgress
 from fedsim.rundir import RunDir, read_jsonl
-from fedsim.simulation import ServerRun, _server_loop
 from tests.conftest import small_scenario
 from tests.test_grid import InProcessGrid
 

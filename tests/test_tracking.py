@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fedsim.config import ScenarioError
-from fedsim.tracking import flat_params, open_tracker, round_scalars
+from fedsim.engine.tracking import flat_params, open_tracker, round_scalars
 from tests.conftest import small_scenario
 
 needs_tb = pytest.mark.skipif(
@@ -124,7 +124,7 @@ def test_flat_params_are_the_resolved_scenario() -> None:
 def test_missing_package_names_the_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from fedsim.cli import main
+    from fedsim.cli.commands import main
 
     real = importlib.util.find_spec
     monkeypatch.setattr(

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from benchmarks.common import RoundTimer, TimedRun
-from fedsim import simulation
+from fedsim.engine import simulation
 from fedsim.launch import client_side
 from tests.conftest import small_scenario
 from tests.test_run_observers import in_process

@@ -9,20 +9,20 @@ import pytest
 import torch
 from torch import nn
 
+from fedsim.cli.progress import RunProgress
 from fedsim.clients.cohort import ClientJob
 from fedsim.clients.dp import LocalPlan, plan_participation
 from fedsim.clients.engine import EngineError, choose_engine, vector_clients
 from fedsim.clients.trainer import BatchSampler, LocalTrainer, build_global_model
 from fedsim.clients.vectorised import VectorisedTrainer, _Client
 from fedsim.clients.worker import WorkerState, load_scenario_data
-from fedsim.grid import cohort_size
+from fedsim.engine.grid import cohort_size
+from fedsim.engine.simulation import ServerRun, _server_loop
 from fedsim.launch import client_side
-from fedsim.progress import RunProgress
 from fedsim.protocol import CohortRequest
 from fedsim.rundir import RunDir
 from fedsim.seeding import torch_generator
 from fedsim.shards import build_shards
-from fedsim.simulation import ServerRun, _server_loop
 from tests.conftest import small_scenario
 from tests.test_grid import InProcessGrid
 

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from fedsim.config import Scenario, ScenarioError
-from fedsim.data import DataError
-from fedsim.partition_report import (
+from fedsim.cli.partition_report import (
     partition_command,
     partition_summary,
     render_summary,
     save_heatmap,
 )
+from fedsim.config import Scenario, ScenarioError
+from fedsim.data import DataError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fedsim.cli import main
+from fedsim.cli.commands import main
 from fedsim.empirical.verdict import empirical_verdict
 from tests.test_server_loop import serve
 

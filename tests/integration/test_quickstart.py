@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fedsim.cli import main
+from fedsim.cli.commands import main
 from fedsim.rundir import read_jsonl
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from typing import Any
 import psutil
 import pytest
 
-import fedsim.simulation as simulation
+import fedsim.engine.simulation as simulation
 from fedsim.launch import run
 from tests.conftest import small_scenario
 

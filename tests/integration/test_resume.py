@@ -133,7 +133,7 @@ def test_secure_rng_resume_keeps_the_killed_attempts_releases_charged(
     import json
     import shutil
 
-    from fedsim.cli import main
+    from fedsim.cli.commands import main
     from fedsim.privacy import read_ledger
 
     sc = small_scenario(rounds=2, dp__secure_rng=True)

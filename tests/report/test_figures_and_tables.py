@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from fedsim.cli import main, results_table
-from fedsim.partition_report import heatmap_figure
+from fedsim.cli.commands import main, results_table
+from fedsim.cli.partition_report import heatmap_figure
 from fedsim.report import load_run, report_command
 from fedsim.report.figures import epsilon_figure, legend_labels, plot_run
 from tests.report.test_report_html import make_run_dir

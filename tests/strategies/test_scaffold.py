@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 
-from fedsim.checkpoint import _decode, _encode
+from fedsim.engine.checkpoint import _decode, _encode
 from fedsim.strategies.scaffold import CORRECTION_KEY, Scaffold
 
 
@@ -189,7 +189,7 @@ def test_client_variates_survive_the_checkpoint_encoding(flower_run_context: Any
 def _train_round(corr_value: float, flower_run_context: Any) -> dict[int, dict[str, np.ndarray]]:
     """One round through the real grid and cohort trainer (in process, no Ray)."""
     from fedsim.clients.trainer import build_global_model
-    from fedsim.grid import VirtualClientGrid
+    from fedsim.engine.grid import VirtualClientGrid
     from tests.conftest import small_scenario
     from tests.test_grid import InProcessGrid
 

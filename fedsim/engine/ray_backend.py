@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.config import Scenario
+from fedsim.engine.grid import cohort_size
 from fedsim.errors import FedsimError
-from fedsim.grid import cohort_size
 from fedsim.registry import worker_sys_path
 
 

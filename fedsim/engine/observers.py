@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedsim.loop import RoundLoop, RoundObserver, Stop
+from fedsim.engine.loop import RoundLoop, RoundObserver, Stop
 
 if TYPE_CHECKING:
+    from fedsim.cli.progress import RunProgress
     from fedsim.config import Scenario
+    from fedsim.engine.grid import RoundReport
     from fedsim.failures import FailureWatch
-    from fedsim.grid import RoundReport
     from fedsim.privacy.accounting import PrivacyAccounting
-    from fedsim.progress import RunProgress
     from fedsim.rundir import JsonLines, RunDir
 
 
@@ -80,7 +80,7 @@ class MetricsWriter(RoundObserver):
 
 
 class TrackingObserver(RoundObserver):
-    """Logs each metrics line to the experiment tracker (`fedsim.tracking`)."""
+    """Logs each metrics line to the experiment tracker (`fedsim.engine.tracking`)."""
 
     def __init__(self, tracker: Any) -> None:
         self.tracker = tracker
@@ -105,7 +105,12 @@ class Checkpointer(RoundObserver):
         self.accounting = accounting
 
     def on_round_end(self, loop: RoundLoop, row: dict[str, Any]) -> None:
-        from fedsim.checkpoint import Checkpoint, save_checkpoint, scenario_hash, strategy_state
+        from fedsim.engine.checkpoint import (
+            Checkpoint,
+            save_checkpoint,
+            scenario_hash,
+            strategy_state,
+        )
 
         sc, rnd = self.scenario, int(row["round"])
         every = sc.checkpoint.every

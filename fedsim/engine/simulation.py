@@ -27,17 +27,14 @@ from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 import fedsim
-from fedsim.checkpoint import Checkpoint, plan_resume, restore_strategy_state, scenario_hash
+from fedsim.cli.progress import RunProgress
 from fedsim.config import Scenario, ScenarioError
 from fedsim.data.cache import FOLDER as DATA_CACHE_FOLDER
 from fedsim.data.cache import run_cache
-from fedsim.errors import FedsimError
-from fedsim.failures import FailureWatch
-from fedsim.grid import RunStopped, VirtualClientGrid
-from fedsim.loop import Evaluator, RoundLoop, RoundObserver
-from fedsim.models.build import build_global_model, choose_grad_sample_mode
-from fedsim.models.evaluate import evaluate
-from fedsim.observers import (
+from fedsim.engine.checkpoint import Checkpoint, plan_resume, restore_strategy_state, scenario_hash
+from fedsim.engine.grid import RunStopped, VirtualClientGrid
+from fedsim.engine.loop import Evaluator, RoundLoop, RoundObserver
+from fedsim.engine.observers import (
     BudgetStop,
     CanaryAudit,
     Checkpointer,
@@ -49,9 +46,7 @@ from fedsim.observers import (
     TrackingObserver,
     final_weights,
 )
-from fedsim.privacy.accounting import PrivacyAccounting
-from fedsim.progress import RunProgress
-from fedsim.ray_backend import (
+from fedsim.engine.ray_backend import (
     ClusterUnreachableError,
     LocalRay,
     SimulationError,
@@ -61,6 +56,12 @@ from fedsim.ray_backend import (
     num_supernodes,
     stop_ray,
 )
+from fedsim.engine.tracking import open_tracker
+from fedsim.errors import FedsimError
+from fedsim.failures import FailureWatch
+from fedsim.models.build import build_global_model, choose_grad_sample_mode
+from fedsim.models.evaluate import evaluate
+from fedsim.privacy.accounting import PrivacyAccounting
 from fedsim.rundir import (
     JsonLines,
     RunDir,
@@ -72,7 +73,6 @@ from fedsim.rundir import (
 from fedsim.seeding import numpy_rng
 from fedsim.shards import build_shards, load_scenario_data
 from fedsim.strategies import build_strategy
-from fedsim.tracking import open_tracker
 
 
 @dataclass

@@ -172,7 +172,7 @@ def _dispatch(handlers: dict[str, Any], args: argparse.Namespace) -> int:
     except Exception as exc:
         # Only run/resume import the simulation (Flower, Ray); if it was never
         # imported, this exception cannot be one of its own.
-        interrupted = _loaded_class("fedsim.simulation", "RunInterrupted")
+        interrupted = _loaded_class("fedsim.engine.simulation", "RunInterrupted")
         if interrupted is None or not isinstance(exc, interrupted):
             raise
         Console(stderr=True).print(f"stopped: {exc}", highlight=False, markup=False)
@@ -195,7 +195,7 @@ def _is_bad_input(exc: BaseException) -> bool:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from fedsim.config import Scenario
-    from fedsim.tracking import check_installed
+    from fedsim.engine.tracking import check_installed
 
     scenario = Scenario.from_toml(args.scenario, overrides=args.overrides, before_run=True)
     check_installed(scenario)
@@ -220,7 +220,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _check_tracking(scenario: Any) -> None:
-    from fedsim.tracking import check_installed
+    from fedsim.engine.tracking import check_installed
 
     check_installed(scenario)
 
@@ -260,7 +260,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_partition(args: argparse.Namespace) -> int:
-    from fedsim.partition_report import partition_command
+    from fedsim.cli.partition_report import partition_command
 
     return partition_command(str(args.scenario), args.overrides, args.png)
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from flwr.serverapp.strategy import Strategy
 
     from fedsim.config import Scenario
-    from fedsim.grid import RoundReport, VirtualClientGrid
+    from fedsim.engine.grid import RoundReport, VirtualClientGrid
     from fedsim.privacy.accounting import PrivacyAccounting
 
 

@@ -305,7 +305,7 @@ def partition_command(
         DataError: if the data cannot be loaded or partitioned as asked.
     """
     # Imported here: the client side pulls in torch and Flower, which a plain
-    # `import fedsim.partition_report` should not pay for.
+    # `import fedsim.cli.partition_report` should not pay for.
     from fedsim.config import Scenario
     from fedsim.shards import build_shards, load_scenario_data
 
