@@ -35,13 +35,18 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_scenario(scenario: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-    """Run one scenario dict with fedsim; its metrics, summary and wall seconds."""
+def run_scenario(
+    scenario: dict[str, Any], out_dir: Path, observers: Sequence[Any] = ()
+) -> dict[str, Any]:
+    """Run one scenario dict with fedsim; its metrics, summary and wall seconds.
+
+    `observers` are extra round observers (`fedsim.engine.loop.RoundObserver`).
+    """
     import fedsim
 
     sc = fedsim.Scenario.from_dict(scenario)
     t0 = time.perf_counter()
-    result = fedsim.run(sc, out_dir, overwrite=True, progress=False)
+    result = fedsim.run(sc, out_dir, overwrite=True, progress=False, observers=observers)
     return {
         "metrics": result.metrics,
         "summary": result.summary,

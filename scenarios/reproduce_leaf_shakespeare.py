@@ -8,13 +8,15 @@ and its next character, windows at every position (LEAF's settings).
 Part 2: non-DP FedAvg with LEAF's character LSTM (embedding 8, 2 x LSTM 256) on all
 roles, accuracy over rounds, against LEAF's reported FedAvg baseline.
 
-    python scenarios/reproduce_leaf_shakespeare.py [--rounds N] [--quick] [--stats-only]
+    python scenarios/reproduce_leaf_shakespeare.py [--minutes 30] [--rounds N] [--quick]
+                                                   [--stats-only]
 
 Training settings (LEAF's FedAvg on Shakespeare: 10 clients per round, 1 local epoch,
 batch 10, lr 0.8): the same, but each client's round is capped at --max-steps local
-steps (50) and its shard at the loader's 2,000 windows per role, so a round fits in
-seconds on 2 cores; LEAF ran thousands of rounds, this runs --rounds (20). Central
-accuracy on a seeded 2,000 of the test windows.
+steps (50) and its shard at the loader's 2,000 windows per role. LEAF ran thousands of
+rounds; this runs as many as --minutes of training allow (30; a round is not started
+when the last round's time would take it past the budget), at most --rounds (100).
+Central accuracy on a seeded 2,000 of the test windows.
 
 Writes scenarios/results/reproduce_leaf_shakespeare.json and .png and prints both tables.
 """
@@ -103,6 +105,43 @@ def scenario(rounds: int, quick: bool, max_steps: int, population: int) -> dict[
     }
 
 
+class TimeBudget:
+    """A round observer that stops the run before a round that would end past `seconds`.
+
+    A round is expected to take as long as the last one; the budget counts from the
+    observer's creation (just before the run starts, so Ray's start-up is included).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.started = time.perf_counter()
+        self._round_started: float | None = None
+        self.last_round: float = 0.0
+        self.round_ends: list[float] = []  # seconds since the start, per finished round
+
+    def on_round_start(self, loop: Any, rnd: int) -> Any:
+        from fedsim.engine.loop import Stop
+
+        now = time.perf_counter()
+        if rnd > 1 and now - self.started + self.last_round > self.seconds:
+            minutes = self.seconds / 60
+            return Stop(f"time budget of {minutes:g} minutes reached after round {rnd - 1}")
+        self._round_started = now
+        return None
+
+    def on_replies(self, loop: Any, report: Any) -> None:
+        return None
+
+    def on_round_end(self, loop: Any, row: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if self._round_started is not None:
+            self.last_round = now - self._round_started
+        self.round_ends.append(now - self.started)
+
+    def on_run_end(self, loop: Any) -> None:
+        return None
+
+
 def plot(curve: Sequence[tuple[int, float]], results: Path = rc.RESULTS) -> Path:
     """Our accuracy over rounds, with LEAF's reported band and the space baseline."""
     fig, axes = rc.new_figure(6.0, 3.6)
@@ -121,14 +160,15 @@ def plot(curve: Sequence[tuple[int, float]], results: Path = rc.RESULTS) -> Path
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=None, help="FedAvg rounds (20; quick 1)")
+    parser.add_argument("--rounds", type=int, default=None, help="most rounds (100; quick 1)")
+    parser.add_argument("--minutes", type=float, default=30.0, help="training time budget")
     parser.add_argument("--quick", action="store_true", help="1 round, 2 clients, 2 steps")
     parser.add_argument("--stats-only", action="store_true", help="statistics, no training")
     parser.add_argument("--max-steps", type=int, default=None, help="local steps cap (50)")
     parser.add_argument("--out", type=Path, default=rc.RUNS / "reproduce_leaf_shakespeare")
     parser.add_argument("--results", type=Path, default=rc.RESULTS, help="JSON + PNG folder")
     args = parser.parse_args(argv)
-    rounds = args.rounds or (1 if args.quick else 20)
+    rounds = args.rounds or (1 if args.quick else 100)
     max_steps = args.max_steps or (2 if args.quick else 50)
 
     t0 = time.perf_counter()
@@ -142,17 +182,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.stats_only:
         population = 20 if args.quick else stats[DEFAULT_SETTING]["users"]
         sc = scenario(rounds, args.quick, max_steps, population)
-        print(f"running FedAvg ({rounds} rounds, {population} roles) ...", flush=True)
-        run = rc.run_scenario(sc, args.out)
+        print(
+            f"running FedAvg (at most {rounds} rounds or {args.minutes:g} minutes, "
+            f"{population} roles) ...",
+            flush=True,
+        )
+        budget = TimeBudget(args.minutes * 60)
+        run = rc.run_scenario(sc, args.out, observers=[budget])
         curve = rc.curve(run["metrics"])
-        for rnd, acc in curve:
-            print(f"round {rnd:3d}  accuracy {acc:.3f}")
+        for (rnd, acc), end in zip(curve, budget.round_ends, strict=False):
+            print(f"round {rnd:3d}  accuracy {acc:.3f}  at {end / 60:5.1f} min")
         print(f"LEAF's FedAvg: {LEAF_FEDAVG}")
         payload.update(
             scenario=sc,
             accuracy_curve=curve,
             leaf_fedavg=LEAF_FEDAVG,
             train_wall_seconds=run["wall_seconds"],
+            budget_minutes=args.minutes,
+            rounds_run=len(run["metrics"]),
+            round_end_seconds=budget.round_ends,
+            stopped_early=run["summary"].get("stopped_early"),
         )
     payload["total_wall_seconds"] = time.perf_counter() - t0
     print(f"json: {rc.write_json('leaf_shakespeare', payload, args.results)}")

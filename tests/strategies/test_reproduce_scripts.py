@@ -148,3 +148,19 @@ def test_fedprox_deadline_counts_the_speeds_the_run_uses() -> None:
         sizes = build_shards(sc, load_scenario_data(sc)).sizes()
         run_times = [local_steps(sc, int(n)) * client_speed(sc, k) for k, n in enumerate(sizes)]
         assert sum(t > sc.faults.round_deadline for t in run_times) == late
+
+
+def test_leaf_time_budget_stops_before_a_round_that_would_overrun() -> None:
+    ls = load("reproduce_leaf_shakespeare")
+    budget = ls.TimeBudget(100.0)
+    assert budget.on_round_start(None, 1) is None  # round 1 always runs
+    budget.on_round_end(None, {"round": 1})
+    budget.last_round = 30.0
+    budget.started -= 60.0  # 60 s spent: a 30 s round ends at 90 s, within 100
+    assert budget.on_round_start(None, 2) is None
+    budget.on_round_end(None, {"round": 2})
+    budget.last_round = 30.0
+    budget.started -= 20.0  # 80 s spent: the next round would end at 110 s
+    stop = budget.on_round_start(None, 3)
+    assert stop is not None and "after round 2" in stop.reason and not stop.interrupted
+    assert len(budget.round_ends) == 2
