@@ -41,12 +41,6 @@ from fedsim.privacy.records import DISCARDED, FAILED
 T = TypeVar("T")
 
 
-#: Accountants the default audit runs for the worst client only: PLD is the slowest
-#: (~0.5 s a history), and the worst client's epsilon is the run's claim, which it
-#: cross-checks from an independent codebase. `--accountants ...pld` runs it for every row.
-WORST_CLIENT_ONLY = ("pld",)
-
-
 def audit_run(run_dir: Path | str, *, accountants: Sequence[str] | None = None) -> AuditReport:
     """Audit a run directory from its files alone (ledger, scenario, clients.json).
 
@@ -58,9 +52,8 @@ def audit_run(run_dir: Path | str, *, accountants: Sequence[str] | None = None) 
         run_dir: A directory written by ``fedsim run``.
         accountants: Accountants for the side-by-side cross-check (names from
             ``fedsim.privacy.ACCOUNTANTS``). Default: the scenario's accountant, rdp,
-            prv, and pld when dp-accounting is installed (for the worst client only,
-            `WORST_CLIENT_ONLY`). The per-client table and the guarantees always use
-            the scenario's accountant.
+            prv, and pld when dp-accounting is installed. The per-client table and the
+            guarantees always use the scenario's accountant.
 
     Returns:
         The report; ``report.violations`` is empty when the run is consistent.
@@ -72,20 +65,13 @@ def audit_run(run_dir: Path | str, *, accountants: Sequence[str] | None = None) 
     """
     requested = check_accountants(accountants) if accountants is not None else None
     inputs = load_run(run_dir)
-    worst_only: Sequence[str] = ()
     if requested is None:
-        requested, worst_only = default_accountants(inputs.scenario), WORST_CLIENT_ONLY
-    return build_report(
-        inputs, shard_sizes=inputs.shard_sizes, accountants=requested, worst_only=worst_only
-    )
+        requested = default_accountants(inputs.scenario)
+    return build_report(inputs, shard_sizes=inputs.shard_sizes, accountants=requested)
 
 
 def build_report(
-    inputs: RunInputs,
-    *,
-    shard_sizes: np.ndarray | None,
-    accountants: Sequence[str],
-    worst_only: Sequence[str] = (),
+    inputs: RunInputs, *, shard_sizes: np.ndarray | None, accountants: Sequence[str]
 ) -> AuditReport:
     """The audit of already-loaded inputs (no file access; see :func:`audit_run`).
 
@@ -118,9 +104,7 @@ def build_report(
         ),
     )
 
-    rows = _cross_check(
-        sample_lines, user_lines, sample, user, accountants, delta, cache, worst_only=worst_only
-    )
+    rows = _cross_check(sample_lines, user_lines, sample, user, accountants, delta, cache)
 
     findings += check_shards_known(sc, sample_lines, shard_sizes)
     findings += check_sample_lines(sample_lines, sc, shard_sizes, cache)
@@ -189,32 +173,23 @@ def _cross_check(
     accountants: Sequence[str],
     delta: float,
     cache: EpsilonCache,
-    *,
-    worst_only: Sequence[str] = (),
 ) -> list[AccountantRow]:
-    """Worst and median client (sample level) and the population (user level).
-
-    Accountants in `worst_only` are left out of the median client's row (noted there).
-    """
+    """Worst and median client (sample level) and the population (user level)."""
     rows = []
     if sample is not None:
         histories = client_histories(sample_lines)
         for subject, who in (("worst client", sample.worst), ("median client", sample.median)):
-            # the median row skips them, unless it is the worst client (then cached)
-            median_only = subject == "median client" and who.client != sample.worst.client
-            skipped = [a for a in accountants if a in worst_only] if median_only else []
-            row = compare_accountants(
-                histories.get(who.client, []),
-                subject=f"{subject} ({who.client})",
-                level="sample",
-                client=who.client,
-                accountants=[a for a in accountants if a not in skipped],
-                delta=delta,
-                cache=cache,
+            rows.append(
+                compare_accountants(
+                    histories.get(who.client, []),
+                    subject=f"{subject} ({who.client})",
+                    level="sample",
+                    client=who.client,
+                    accountants=accountants,
+                    delta=delta,
+                    cache=cache,
+                )
             )
-            for name in skipped:
-                row.epsilon[name], row.notes[name] = None, "worst client only"
-            rows.append(row)
     if user is not None:
         rows.append(
             compare_accountants(

@@ -218,19 +218,3 @@ def test_summary_without_sampling_rng_was_seeded_sampling(tmp_path: Path) -> Non
     (run / "summary.json").write_text(json.dumps(doc))
     text = audit_run(run, accountants=["rdp"]).assumptions
     assert text["sampling_rng"].startswith("sampling: seeded (reproducible, no secrecy")
-
-
-@pytest.mark.skipif(not dp_accounting_available(), reason="needs dp-accounting")
-def test_default_audit_runs_pld_for_the_worst_client_only(clean_run: Path) -> None:
-    # PLD is the slowest accountant; by default it cross-checks the run's claim (the
-    # worst client) and the median row says why it has no PLD number.
-    default = audit_run(clean_run)
-    worst, median = default.rows[:2]
-    assert worst.client != median.client
-    assert worst.epsilon["pld"] is not None and "pld" not in worst.notes
-    assert median.epsilon["pld"] is None and median.notes["pld"] == "worst client only"
-    assert median.epsilon["prv"] is not None
-    # Asked for by name, PLD runs for every row, with the same worst-client number.
-    full = audit_run(clean_run, accountants=["rdp", "prv", "pld"])
-    assert all(row.epsilon["pld"] is not None for row in full.rows[:2])
-    assert full.rows[0].epsilon["pld"] == worst.epsilon["pld"]
