@@ -52,7 +52,7 @@ def audit_run(run_dir: Path | str, *, accountants: Sequence[str] | None = None) 
         run_dir: A directory written by ``fedsim run``.
         accountants: Accountants for the side-by-side cross-check (names from
             ``fedsim.privacy.ACCOUNTANTS``). Default: the scenario's accountant, rdp,
-            prv, and pld when dp-accounting is installed. The per-client table and the
+            and prv (pld when named: it is the slowest). The per-client table and the
             guarantees always use the scenario's accountant.
 
     Returns:

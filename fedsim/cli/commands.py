@@ -87,7 +87,9 @@ def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     audit_p.add_argument("run_dir", type=Path)
     audit_p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     audit_p.add_argument(
-        "--accountants", default=None, help="comma-separated, e.g. rdp,prv,pld (default: all)"
+        "--accountants",
+        default=None,
+        help="comma-separated, e.g. rdp,prv,pld (default: the scenario's, rdp, prv)",
     )
     audit_p.add_argument(
         "--empirical",
