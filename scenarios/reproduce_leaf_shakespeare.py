@@ -151,6 +151,7 @@ def plot(curve: Sequence[tuple[int, float]], results: Path = rc.RESULTS) -> Path
     ax.axhspan(0.45, 0.5, color="C1", alpha=0.2, label="LEAF FedAvg (reported, long runs)")
     ax.axhline(0.161, color="grey", ls=":", label="always predict a space")
     ax.set_xlabel("round")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # rounds are whole numbers
     ax.set_ylabel("central test accuracy")
     ax.set_ylim(0, 0.6)
     ax.grid(alpha=0.3)
