@@ -20,6 +20,7 @@ from torch import nn
 from fedsim.config import Scenario
 from fedsim.data import ArrayDataset
 from fedsim.errors import FedsimError
+from fedsim.protocol import ENGINE_FIELDS
 
 #: bytes of working memory a vectorised chunk may use (auto V), per worker
 CHUNK_MEMORY = 1 << 30
@@ -44,17 +45,9 @@ class EngineChoice:
     vector_clients: int | None  # None for the sequential engine
 
     def summary(self) -> dict[str, object]:
-        """The fields summary.json records."""
-        return {
-            "engine": self.engine,
-            "engine_reason": self.reason,
-            "vector_clients": self.vector_clients,
-        }
-
-    @staticmethod
-    def unknown() -> dict[str, object]:
-        """The summary fields of a run that stopped before choosing (all None)."""
-        return {"engine": None, "engine_reason": None, "vector_clients": None}
+        """The fields summary.json records (`fedsim.protocol.ENGINE_FIELDS`)."""
+        values = (self.engine, self.reason, self.vector_clients)
+        return dict(zip(ENGINE_FIELDS, values, strict=True))
 
 
 def vector_clients(scenario: Scenario, model: nn.Module) -> int:

@@ -25,6 +25,10 @@ from fedsim.privacy.events import PrivacyEvent
 
 COHORT_KEY = "fedsim.cohort"
 
+#: the engine fields of summary.json, filled by the client side's engine choice
+#: (`EngineChoice.summary`), None while no engine was chosen
+ENGINE_FIELDS = ("engine", "engine_reason", "vector_clients")
+
 #: FedDyn's keys: alpha in the client's config record, its state g_i as an ArrayRecord
 FEDDYN_ALPHA = "feddyn-alpha"
 FEDDYN_STATE = "feddyn-grad"

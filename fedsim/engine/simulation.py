@@ -62,6 +62,7 @@ from fedsim.failures import FailureWatch
 from fedsim.models.build import build_global_model, choose_grad_sample_mode
 from fedsim.models.evaluate import evaluate
 from fedsim.privacy.accounting import PrivacyAccounting
+from fedsim.protocol import ENGINE_FIELDS
 from fedsim.rundir import (
     JsonLines,
     RunDir,
@@ -100,10 +101,6 @@ class ClientSide:
 
     app: Any
     choose_engine: Callable[[Scenario, Any, Any], Any]
-
-
-#: the summary's engine fields of a run that stopped before choosing one
-NO_ENGINE = {"engine": None, "engine_reason": None, "vector_clients": None}
 
 
 def run(
@@ -532,7 +529,7 @@ class ServerRun:
             "dp_mode": sc.dp.mode,
             "accountant": sc.dp.accountant if sc.dp.mode != "off" else None,
             "grad_sample_mode": self.grad_sample_mode,
-            **(self.engine.summary() if self.engine else NO_ENGINE),
+            **(self.engine.summary() if self.engine else dict.fromkeys(ENGINE_FIELDS)),
             "noise_rng": ("os-entropy" if sc.dp.secure_rng else "seeded")
             if sc.dp.mode != "off"
             else None,
