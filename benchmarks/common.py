@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedsim.engine.loop import RoundLoop, RoundObserver, Stop
+# The round timer is fedsim's own observer; imported here for the harness and its tests.
+from fedsim.engine.observers import RoundTimer
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -342,46 +343,6 @@ class ProcessTreeRSS:
 
 
 # --------------------------------------------------------------------------- fedsim runs
-
-
-class RoundTimer(RoundObserver):
-    """Wall times of a run's rounds, taken at the round loop's own hooks.
-
-    `fedsim.run(..., observers=[timer])` hands this very object to the `RoundLoop`: the
-    ServerApp runs in a thread of this process (Flower's `run_simulation` starts it with
-    `threading.Thread`, on the ServerApp object fedsim passes), so nothing is polled or
-    read back from a file. A round runs from its `on_round_start` (after fedsim's signal
-    and budget stops let it start) to its `on_round_end` (after its metrics line, ledger
-    and checkpoint are written).
-
-    Attributes:
-        rounds, round_seconds: the rounds that finished and their seconds, in order.
-        first_start_after: seconds from `t0` to round 1 (or a resume's first) starting.
-        first_end_after: seconds from `t0` to that round's end.
-    """
-
-    def __init__(self, t0: float | None = None) -> None:
-        self.t0 = time.perf_counter() if t0 is None else t0
-        self.rounds: list[int] = []
-        self.round_seconds: list[float] = []
-        self.first_start_after: float | None = None
-        self.first_end_after: float | None = None
-        self._started: dict[int, float] = {}
-
-    def on_round_start(self, loop: RoundLoop, rnd: int) -> Stop | None:
-        now = time.perf_counter()
-        if self.first_start_after is None:
-            self.first_start_after = now - self.t0
-        self._started[rnd] = now
-        return None
-
-    def on_round_end(self, loop: RoundLoop, row: dict[str, Any]) -> None:
-        now = time.perf_counter()
-        rnd = int(row["round"])
-        self.rounds.append(rnd)
-        self.round_seconds.append(now - self._started.pop(rnd))
-        if self.first_end_after is None:
-            self.first_end_after = now - self.t0
 
 
 @dataclass

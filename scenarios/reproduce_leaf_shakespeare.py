@@ -35,6 +35,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reproduce_common as rc  # noqa: E402
 
+from fedsim.engine.loop import Stop  # noqa: E402
+from fedsim.engine.observers import RoundTimer  # noqa: E402
+
 #: LEAF's Table 1 (Caldas et al. 2018), Shakespeare row
 LEAF = {"users": 1129, "samples": 4226158, "mean": 3743.2, "std": 6212.26}
 #: how the issue reads LEAF's FedAvg figure; a reading, not a number LEAF tabulates
@@ -105,41 +108,23 @@ def scenario(rounds: int, quick: bool, max_steps: int, population: int) -> dict[
     }
 
 
-class TimeBudget:
-    """A round observer that stops the run before a round that would end past `seconds`.
+class TimeBudget(RoundTimer):
+    """Round times, and a stop before a round that would end past `seconds`.
 
     A round is expected to take as long as the last one; the budget counts from the
     observer's creation (just before the run starts, so Ray's start-up is included).
     """
 
     def __init__(self, seconds: float) -> None:
+        super().__init__()
         self.seconds = seconds
-        self.started = time.perf_counter()
-        self._round_started: float | None = None
-        self.last_round: float = 0.0
-        self.round_ends: list[float] = []  # seconds since the start, per finished round
 
-    def on_round_start(self, loop: Any, rnd: int) -> Any:
-        from fedsim.engine.loop import Stop
-
-        now = time.perf_counter()
-        if rnd > 1 and now - self.started + self.last_round > self.seconds:
+    def on_round_start(self, loop: Any, rnd: int) -> Stop | None:
+        last = self.round_seconds[-1] if self.round_seconds else 0.0
+        if self.rounds and time.perf_counter() - self.t0 + last > self.seconds:
             minutes = self.seconds / 60
-            return Stop(f"time budget of {minutes:g} minutes reached after round {rnd - 1}")
-        self._round_started = now
-        return None
-
-    def on_replies(self, loop: Any, report: Any) -> None:
-        return None
-
-    def on_round_end(self, loop: Any, row: dict[str, Any]) -> None:
-        now = time.perf_counter()
-        if self._round_started is not None:
-            self.last_round = now - self._round_started
-        self.round_ends.append(now - self.started)
-
-    def on_run_end(self, loop: Any) -> None:
-        return None
+            return Stop(f"time budget of {minutes:g} minutes reached after round {self.rounds[-1]}")
+        return super().on_round_start(loop, rnd)
 
 
 def plot(curve: Sequence[tuple[int, float]], results: Path = rc.RESULTS) -> Path:

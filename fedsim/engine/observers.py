@@ -8,6 +8,7 @@ checkpoint, show progress, write the empirical audits.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -238,3 +239,47 @@ class OneShotAudit(RoundObserver):
                 "note": "an estimate (Gaussian fit of canary cosines), not a certified bound",
             },
         )
+
+
+class RoundTimer(RoundObserver):
+    """Wall times of a run's rounds, taken at the round loop's own hooks.
+
+    `fedsim.run(..., observers=[timer])` hands this very object to the `RoundLoop`: the
+    ServerApp runs in a thread of this process (Flower's `run_simulation` starts it with
+    `threading.Thread`, on the ServerApp object fedsim passes), so nothing is polled or
+    read back from a file. A round runs from its `on_round_start` (after fedsim's signal
+    and budget stops let it start) to its `on_round_end` (after its metrics line, ledger
+    and checkpoint are written).
+
+    Attributes:
+        rounds, round_seconds: the rounds that finished and their seconds, in order.
+        round_ends: seconds from `t0` to each of those rounds' end.
+        first_start_after: seconds from `t0` to round 1 (or a resume's first) starting.
+    """
+
+    def __init__(self, t0: float | None = None) -> None:
+        self.t0 = time.perf_counter() if t0 is None else t0
+        self.rounds: list[int] = []
+        self.round_seconds: list[float] = []
+        self.round_ends: list[float] = []
+        self.first_start_after: float | None = None
+        self._started: dict[int, float] = {}
+
+    @property
+    def first_end_after(self) -> float | None:
+        """Seconds from `t0` to the first round's end (None before one ended)."""
+        return self.round_ends[0] if self.round_ends else None
+
+    def on_round_start(self, loop: RoundLoop, rnd: int) -> Stop | None:
+        now = time.perf_counter()
+        if self.first_start_after is None:
+            self.first_start_after = now - self.t0
+        self._started[rnd] = now
+        return None
+
+    def on_round_end(self, loop: RoundLoop, row: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        rnd = int(row["round"])
+        self.rounds.append(rnd)
+        self.round_seconds.append(now - self._started.pop(rnd))
+        self.round_ends.append(now - self.t0)

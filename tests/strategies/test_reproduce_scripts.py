@@ -155,12 +155,12 @@ def test_leaf_time_budget_stops_before_a_round_that_would_overrun() -> None:
     budget = ls.TimeBudget(100.0)
     assert budget.on_round_start(None, 1) is None  # round 1 always runs
     budget.on_round_end(None, {"round": 1})
-    budget.last_round = 30.0
-    budget.started -= 60.0  # 60 s spent: a 30 s round ends at 90 s, within 100
+    budget.round_seconds[-1] = 30.0
+    budget.t0 -= 60.0  # 60 s spent: a 30 s round ends at 90 s, within 100
     assert budget.on_round_start(None, 2) is None
     budget.on_round_end(None, {"round": 2})
-    budget.last_round = 30.0
-    budget.started -= 20.0  # 80 s spent: the next round would end at 110 s
+    budget.round_seconds[-1] = 30.0
+    budget.t0 -= 20.0  # 80 s spent: the next round would end at 110 s
     stop = budget.on_round_start(None, 3)
     assert stop is not None and "after round 2" in stop.reason and not stop.interrupted
     assert len(budget.round_ends) == 2
