@@ -32,7 +32,7 @@ cold start; the last round's final central evaluation runs on 1 test sample):
                     FedAvg; its time divided by `--workers` = the compute floor of (a).
                     Measured before and after the fedsim runs (not in --tiny); median of
                     the warm rounds of both passes.
-Round seconds of (a) and (b) are taken in the server by `benchmarks.common.RoundTimer`, an
+Round seconds of (a) and (b) are taken in the server by `fedsim.engine.observers.RoundTimer`, an
 observer of fedsim's round loop (`fedsim.run(..., observers=...)`): from a round's start hook
 to its end hook (configure, send, train, receive, aggregate, evaluate, write its lines).
 

@@ -12,7 +12,7 @@ a power law, 50..1000 samples), so the work per client is about constant.
 
 Measured per run:
   round time      median of the rounds after the first (timed in the server by the round
-                  loop's hooks, `benchmarks.common.RoundTimer`)
+                  loop's hooks, `fedsim.engine.observers.RoundTimer`)
   peak RSS        summed RSS of this process and all its descendants (Ray's gcs_server,
                   raylet and every worker are children of the driver), sampled every 0.2 s
                   during run(); PSS (shared pages split) next to it
